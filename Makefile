@@ -1,0 +1,41 @@
+# Stagehost: the two commands are `make run` and `make test`.
+#
+#   make run         set up, build, start local Kafka if none answers, run config.yml
+#   make test        set up, build, start local Kafka, run the whole test suite
+#   make kafka-up    start the local Apache Kafka broker (KRaft) on 127.0.0.1:9092
+#   make kafka-down  stop it
+#   make plugins     build the handler components (both build variants)
+#   make lint        cargo fmt --check and clippy -D warnings, host and plugins
+
+CARGO ?= cargo
+HOST  := target/release/host
+
+.PHONY: run test setup plugins build kafka-up kafka-down lint
+
+run: setup plugins build kafka-up
+	$(HOST) run config.yml
+
+test: setup plugins kafka-up
+	$(CARGO) test --release --workspace
+	cd plugins && $(CARGO) test -p calc
+
+setup:
+	scripts/setup.sh
+
+plugins: setup
+	scripts/build-plugins.sh
+
+build:
+	$(CARGO) build --release -p stagehost
+
+kafka-up:
+	scripts/kafka.sh up
+
+kafka-down:
+	scripts/kafka.sh down
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	cd plugins && $(CARGO) fmt --all --check
+	cd plugins && $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings

@@ -1,0 +1,9 @@
+//! The host side of `wit/stage-handler.wit`: the one `bindgen!` in the host.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "stage-handler",
+});
+
+pub use stagehost::handler::log::Level;
+pub use stagehost::handler::types::Header;

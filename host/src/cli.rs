@@ -1,0 +1,91 @@
+//! The command line: clap definitions only; each command runs in
+//! [`crate::commands`].
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Runs sandboxed, hot-swappable WebAssembly handlers on Kafka streams.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "STAGEHOST_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The host's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the pipeline in a config file until SIGINT or SIGTERM.
+    Run {
+        /// The pipeline config.
+        config: PathBuf,
+    },
+    /// Checks a config and loads every plugin, consuming nothing.
+    Check {
+        /// The pipeline config.
+        config: PathBuf,
+    },
+    /// Sends JSON messages to a topic, like the tutorial's program 1.
+    Send {
+        /// Topic to send to.
+        topic: String,
+        /// The message; without it, every non-empty line of stdin is one message.
+        message: Option<String>,
+        /// Record key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Send the text as it is, even if it is not JSON.
+        #[arg(long)]
+        raw: bool,
+        /// Bootstrap servers.
+        #[arg(long, env = "STAGEHOST_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+    },
+    /// Prints the messages of a topic as JSON lines, headers included.
+    Tail {
+        /// Topic to read.
+        topic: String,
+        /// Start at the end of the topic instead of the beginning.
+        #[arg(long)]
+        from_end: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds without a new message.
+        #[arg(long)]
+        idle_timeout: Option<u64>,
+        /// Bootstrap servers.
+        #[arg(long, env = "STAGEHOST_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+    },
+    /// Plugin tools.
+    Plugin {
+        /// The plugin command.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+/// Commands about plugin files.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Loads a component, checks it implements the handler world, prints its version.
+    Inspect {
+        /// The `.wasm` component.
+        path: PathBuf,
+    },
+}

@@ -1,0 +1,650 @@
+//! The typed `config.yml`: Kafka connection, handlers and stages, parsed with
+//! serde and checked before the first message is read. Every error names the
+//! file, the line and the field.
+
+mod locate;
+
+pub use locate::{FieldPath, Segment};
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The `brokers` value that starts librdkafka's in-memory mock cluster.
+pub const EMBEDDED_BROKERS: &str = "embedded";
+
+/// A whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach Kafka and how the host's clients behave.
+    pub kafka: KafkaConfig,
+    /// Handler components by name.
+    pub handlers: BTreeMap<String, HandlerConfig>,
+    /// Stages: each consumes one topic and routes its messages to handlers.
+    pub stages: Vec<StageConfig>,
+}
+
+/// The `kafka` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port,host:port`), or `embedded` for the
+    /// in-memory development broker.
+    pub brokers: String,
+    /// Consumer group prefix; each stage consumes as `<group>.<stage name>`
+    /// unless the stage sets its own `group`.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// librdkafka properties for every client (e.g. `security.protocol`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, Scalar>,
+    /// librdkafka properties for consumers only.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, Scalar>,
+    /// librdkafka properties for producers only.
+    #[serde(default)]
+    pub producer: BTreeMap<String, Scalar>,
+    /// Whether and how the host creates missing topics at start.
+    #[serde(default)]
+    pub topics: TopicDefaults,
+}
+
+fn default_group() -> String {
+    "stagehost".to_string()
+}
+
+/// How missing topics are created at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Create missing input, output and dead-letter topics at start.
+    #[serde(default = "yes")]
+    pub create: bool,
+    /// Partitions for topics the host creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor for topics the host creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self {
+            create: true,
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+
+/// A YAML scalar used as a property or setting value.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A boolean, written as `true`/`false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string.
+    String(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(value) => write!(f, "{value}"),
+            Scalar::Int(value) => write!(f, "{value}"),
+            Scalar::Float(value) => write!(f, "{value}"),
+            Scalar::String(value) => f.write_str(value),
+        }
+    }
+}
+
+/// One handler component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// Path of the `.wasm` component, relative to the config file.
+    pub path: PathBuf,
+    /// Settings passed to the handler's `init` export.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Scalar>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Per-handler sandbox limits.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory the handler may grow to, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Longest wall time one `handle` call may take, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Optional fuel (roughly, wasm instructions) allowed per message.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+}
+
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: default_memory_mib(),
+            timeout_ms: default_timeout_ms(),
+            fuel: None,
+        }
+    }
+}
+
+/// One stage: a topic consumed, routed to handlers, produced downstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Stage name, unique in the file; used in logs, headers and the group id.
+    pub name: String,
+    /// Topic the stage consumes.
+    pub input: String,
+    /// Topic the handlers' outputs go to unless an output names its own.
+    pub output: String,
+    /// Topic for messages that could not be processed, with the reason.
+    pub dead_letter: String,
+    /// Consumer group for this stage (default `<kafka.group>.<name>`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The one handler for every message (instead of `route`).
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Routing by a field of the JSON message (instead of `handler`).
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    /// Retries for a handler's `transient` errors.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// Routing by a JSON field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Top-level field whose string value selects the handler, or a JSON
+    /// pointer such as `/meta/op`.
+    #[serde(default = "default_route_field")]
+    pub field: String,
+    /// Field value → handler name.
+    pub to: BTreeMap<String, String>,
+}
+
+fn default_route_field() -> String {
+    "operation".to_string()
+}
+
+/// Bounded exponential backoff for transient handler errors.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; then the message is dead-lettered.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the second attempt, in milliseconds; doubled each time.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_ms: u64,
+    /// Longest wait between attempts, in milliseconds.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff() -> u64 {
+    100
+}
+fn default_max_backoff() -> u64 {
+    2000
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            initial_backoff_ms: default_initial_backoff(),
+            max_backoff_ms: default_max_backoff(),
+        }
+    }
+}
+
+impl StageConfig {
+    /// The consumer group this stage joins.
+    pub fn group_id(&self, kafka: &KafkaConfig) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", kafka.group, self.name))
+    }
+}
+
+/// A config error that names the file, the line (when known) and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line and column, when the field could be found.
+    pub position: Option<(usize, usize)>,
+    /// The field, e.g. `stages[0].route.to.sum`; empty for the whole file.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A parsed and checked config, with its source kept for locating fields.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The file's text.
+    pub source: String,
+    /// The typed content.
+    pub config: Config,
+}
+
+impl LoadedConfig {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            field: String::new(),
+            message: format!("cannot read the file: {err}"),
+        })?;
+        Self::from_source(path, source)
+    }
+
+    /// Parses and checks config text; `path` names it in errors and anchors
+    /// relative plugin paths.
+    pub fn from_source(path: &Path, source: String) -> Result<Self, ConfigError> {
+        let config: Config = serde_yaml::from_str(&source).map_err(|err| {
+            let position = err.location().map(|at| (at.line(), at.column()));
+            let text = without_positions(&err.to_string());
+            let (field, message) = split_serde_path(&text);
+            ConfigError {
+                file: path.to_path_buf(),
+                position,
+                field,
+                message,
+            }
+        })?;
+        let loaded = Self {
+            path: path.to_path_buf(),
+            source,
+            config,
+        };
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    /// An error about `field`, located in the source.
+    pub fn error(&self, field: &FieldPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            position: locate::locate(&self.source, field),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The absolute path of a handler's component file.
+    pub fn plugin_path(&self, handler: &HandlerConfig) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let joined = base.join(&handler.path);
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let root = FieldPath::default();
+        let config = &self.config;
+        let kafka = root.key("kafka");
+        if config.kafka.brokers.trim().is_empty() {
+            return Err(self.error(&kafka.key("brokers"), "must name at least one broker"));
+        }
+        let topics = kafka.key("topics");
+        if config.kafka.topics.partitions < 1 {
+            return Err(self.error(&topics.key("partitions"), "must be at least 1"));
+        }
+        if config.kafka.topics.replication_factor < 1 {
+            return Err(self.error(&topics.key("replication_factor"), "must be at least 1"));
+        }
+        if config.handlers.is_empty() {
+            return Err(self.error(&root.key("handlers"), "at least one handler is needed"));
+        }
+        for (name, handler) in &config.handlers {
+            let at = root.key("handlers").key(name.clone());
+            check_name(name).map_err(|why| self.error(&at, why))?;
+            if handler.path.as_os_str().is_empty() {
+                return Err(self.error(&at.key("path"), "must name a .wasm file"));
+            }
+            let limits = at.key("limits");
+            if handler.limits.memory_mib == 0 || handler.limits.memory_mib > 4096 {
+                return Err(self.error(&limits.key("memory_mib"), "must be between 1 and 4096"));
+            }
+            if handler.limits.timeout_ms == 0 {
+                return Err(self.error(&limits.key("timeout_ms"), "must be at least 1"));
+            }
+            if handler.limits.fuel == Some(0) {
+                return Err(self.error(&limits.key("fuel"), "must be at least 1"));
+            }
+        }
+        if config.stages.is_empty() {
+            return Err(self.error(&root.key("stages"), "at least one stage is needed"));
+        }
+        let mut names = BTreeSet::new();
+        for (index, stage) in config.stages.iter().enumerate() {
+            let at = root.key("stages").index(index);
+            check_name(&stage.name).map_err(|why| self.error(&at.key("name"), why))?;
+            if !names.insert(stage.name.as_str()) {
+                return Err(self.error(
+                    &at.key("name"),
+                    format!("stage `{}` is defined twice", stage.name),
+                ));
+            }
+            for (field, topic) in [
+                ("input", &stage.input),
+                ("output", &stage.output),
+                ("dead_letter", &stage.dead_letter),
+            ] {
+                check_topic(topic).map_err(|why| self.error(&at.key(field), why))?;
+            }
+            if stage.output == stage.input || stage.dead_letter == stage.input {
+                let field = if stage.output == stage.input {
+                    "output"
+                } else {
+                    "dead_letter"
+                };
+                return Err(self.error(
+                    &at.key(field),
+                    format!(
+                        "`{}` is also the stage's input: it would feed itself",
+                        stage.input
+                    ),
+                ));
+            }
+            self.validate_routing(stage, &at)?;
+            let retry = at.key("retry");
+            if stage.retry.max_attempts == 0 {
+                return Err(self.error(&retry.key("max_attempts"), "must be at least 1"));
+            }
+            if stage.retry.max_backoff_ms < stage.retry.initial_backoff_ms {
+                return Err(self.error(
+                    &retry.key("max_backoff_ms"),
+                    "must not be less than initial_backoff_ms",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_routing(&self, stage: &StageConfig, at: &FieldPath) -> Result<(), ConfigError> {
+        let known = || {
+            self.config
+                .handlers
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (&stage.handler, &stage.route) {
+            (Some(_), Some(_)) => Err(self.error(
+                &at.key("route"),
+                "set either `handler` or `route`, not both",
+            )),
+            (None, None) => Err(self.error(at, "needs a `handler` or a `route`")),
+            (Some(handler), None) => {
+                if self.config.handlers.contains_key(handler) {
+                    Ok(())
+                } else {
+                    Err(self.error(
+                        &at.key("handler"),
+                        format!("unknown handler `{handler}` (defined: {})", known()),
+                    ))
+                }
+            }
+            (None, Some(route)) => {
+                let route_at = at.key("route");
+                if route.field.is_empty() {
+                    return Err(self.error(&route_at.key("field"), "must not be empty"));
+                }
+                if route.to.is_empty() {
+                    return Err(self.error(&route_at.key("to"), "needs at least one value"));
+                }
+                for (value, handler) in &route.to {
+                    if !self.config.handlers.contains_key(handler) {
+                        return Err(self.error(
+                            &route_at.key("to").key(value.clone()),
+                            format!("unknown handler `{handler}` (defined: {})", known()),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Removes serde_yaml's " at line L column C" phrases: the error's
+/// position already says where.
+fn without_positions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" at line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " at line ".len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let tail = &after[digits..];
+        match tail.strip_prefix(" column ") {
+            Some(column) if digits > 0 => {
+                rest = column.trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+            _ => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Splits serde_yaml's `path.to.field: message` into its two parts.
+fn split_serde_path(text: &str) -> (String, String) {
+    match text.split_once(": ") {
+        Some((path, rest))
+            if !path.contains(' ')
+                && path
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "._-[]".contains(c)) =>
+        {
+            (path.to_string(), rest.to_string())
+        }
+        _ => (String::new(), text.to_string()),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Err(format!(
+            "name `{name}` must be non-empty and use only letters, digits, `-` and `_`"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    let valid = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{topic}` is not a valid Kafka topic name (1 to 249 of letters, digits, `.`, `_`, `-`)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_serde_paths_from_messages() {
+        assert_eq!(
+            split_serde_path("stages[0]: missing field `input`"),
+            ("stages[0]".to_string(), "missing field `input`".to_string())
+        );
+        assert_eq!(
+            split_serde_path("missing field `kafka`"),
+            (String::new(), "missing field `kafka`".to_string())
+        );
+    }
+
+    #[test]
+    fn drops_serde_positions() {
+        assert_eq!(
+            without_positions("did not find expected key at line 6 column 4, while parsing"),
+            "did not find expected key, while parsing"
+        );
+        assert_eq!(without_positions("x at line y"), "x at line y");
+    }
+
+    #[test]
+    fn checks_topic_names() {
+        assert!(check_topic("calc-requests").is_ok());
+        assert!(check_topic("a.b_c-1").is_ok());
+        assert!(check_topic("").is_err());
+        assert!(check_topic("has space").is_err());
+        assert!(check_topic("..").is_err());
+        assert!(check_topic(&"x".repeat(250)).is_err());
+    }
+}
+
+impl LoadedConfig {
+    /// The resolved pipeline, defaults filled in, as `host check` prints it.
+    pub fn plan(&self) -> String {
+        use fmt::Write as _;
+        let config = &self.config;
+        let mut out = String::new();
+        let kafka = &config.kafka;
+        let _ = writeln!(out, "brokers: {}", kafka.brokers);
+        if kafka.topics.create {
+            let _ = writeln!(
+                out,
+                "missing topics are created with {} partition(s), replication factor {}",
+                kafka.topics.partitions, kafka.topics.replication_factor
+            );
+        }
+        for (scope, properties) in [
+            ("all clients", &kafka.properties),
+            ("consumers", &kafka.consumer),
+            ("producers", &kafka.producer),
+        ] {
+            for (key, value) in properties {
+                let _ = writeln!(out, "property for {scope}: {key}={value}");
+            }
+        }
+        for (name, handler) in &config.handlers {
+            let limits = handler.limits;
+            let fuel = limits
+                .fuel
+                .map(|f| format!(", fuel {f}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "handler {name}: {} (memory {} MiB, timeout {} ms{fuel})",
+                handler.path.display(),
+                limits.memory_mib,
+                limits.timeout_ms
+            );
+            for (key, value) in &handler.settings {
+                let _ = writeln!(out, "  setting {key}={value}");
+            }
+        }
+        for stage in &config.stages {
+            let _ = writeln!(
+                out,
+                "stage {}: {} -> {} (dead letters: {}; group {})",
+                stage.name,
+                stage.input,
+                stage.output,
+                stage.dead_letter,
+                stage.group_id(kafka)
+            );
+            match (&stage.handler, &stage.route) {
+                (Some(handler), _) => {
+                    let _ = writeln!(out, "  every message -> {handler}");
+                }
+                (None, Some(route)) => {
+                    for (value, handler) in &route.to {
+                        let _ = writeln!(out, "  {} = {value:?} -> {handler}", route.field);
+                    }
+                }
+                (None, None) => {}
+            }
+            let retry = stage.retry;
+            let _ = writeln!(
+                out,
+                "  transient errors: {} attempt(s), backoff {}..{} ms",
+                retry.max_attempts, retry.initial_backoff_ms, retry.max_backoff_ms
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,83 @@
+//! The `host` binary: parses the command line and dispatches.
+
+use clap::Parser;
+use stagehost::cli::{Cli, Command, LogFormat, PluginCommand};
+use stagehost::commands;
+use stagehost::config::LoadedConfig;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = LoadedConfig::load(&config)?;
+            stagehost::run(config, shutdown_signal()).await
+        }
+        Command::Check { config } => {
+            print!("{}", commands::check(&config)?);
+            Ok(())
+        }
+        Command::Send {
+            topic,
+            message,
+            key,
+            raw,
+            brokers,
+        } => commands::send(&brokers, &topic, message, key, raw).await,
+        Command::Tail {
+            topic,
+            from_end,
+            count,
+            idle_timeout,
+            brokers,
+        } => {
+            let idle = idle_timeout.map(Duration::from_secs);
+            tokio::task::spawn_blocking(move || {
+                commands::tail(&brokers, &topic, from_end, count, idle)
+            })
+            .await?
+        }
+        Command::Plugin {
+            command: PluginCommand::Inspect { path },
+        } => {
+            print!("{}", commands::inspect(&path)?);
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGINT (ctrl-c) or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("STAGEHOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,476 @@
+//! The message path of one stage: consume, route, run the handler, produce
+//! the outputs (or a dead-letter record), and store the input offset only
+//! after everything the message produced is acknowledged.
+//!
+//! Each input partition has its own worker task, so partitions run in
+//! parallel while one partition's outputs are produced in input order. A
+//! worker keeps one reusable instance per handler and replaces it when the
+//! registry holds a newer version or the instance trapped.
+
+use crate::bindings::{Header as WitHeader, Message, Output};
+use crate::config::{RetryConfig, StageConfig, check_topic};
+use crate::dead_letter::{self, DeadLetter, Source};
+use crate::registry::SharedRegistry;
+use crate::sandbox::{HandlerFailure, HandlerInstance};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Messages queued per partition worker before the consumer waits.
+const PARTITION_QUEUE: usize = 512;
+/// Messages whose outputs may be awaiting acknowledgement per partition.
+const MAX_IN_FLIGHT: usize = 2048;
+/// Longest pause between attempts to deliver a record that must not be lost.
+const MAX_DELIVERY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One running stage.
+pub struct Stage {
+    config: StageConfig,
+    registry: SharedRegistry,
+    producer: FutureProducer,
+    consumer: StreamConsumer,
+    drain_timeout: Duration,
+    /// Cancelled when the drain timeout passes: undeliverable records are
+    /// then left uncommitted (to be consumed again) instead of retried.
+    give_up: CancellationToken,
+}
+
+/// A record to produce.
+struct Record {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+impl Stage {
+    /// A stage ready to run.
+    pub fn new(
+        config: StageConfig,
+        registry: SharedRegistry,
+        producer: FutureProducer,
+        consumer: StreamConsumer,
+        drain_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            registry,
+            producer,
+            consumer,
+            drain_timeout,
+            give_up: CancellationToken::new(),
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled, then drains: every message
+    /// already taken is finished, its outputs delivered and its offset
+    /// committed before this returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stage = self.config.name.as_str();
+        self.consumer.subscribe(&[&self.config.input])?;
+        tracing::info!(
+            stage,
+            input = %self.config.input,
+            output = %self.config.output,
+            dead_letter = %self.config.dead_letter,
+            "stage consuming"
+        );
+        let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            let message = match received {
+                Ok(message) => message.detach(),
+                Err(err) => {
+                    tracing::warn!(stage, cause = %err, "consumer error; continuing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let partition = message.partition();
+            let worker = workers.entry(partition).or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
+                tasks.spawn(self.clone().partition_worker(partition, receiver));
+                sender
+            });
+            tokio::select! {
+                biased;
+                sent = worker.send(message) => {
+                    if sent.is_err() {
+                        anyhow::bail!("stage `{stage}`: the worker for partition {partition} stopped");
+                    }
+                }
+                // Not handed over, so never stored: it is consumed again after a restart.
+                _ = shutdown.cancelled() => break,
+            }
+        }
+
+        tracing::info!(stage, "draining");
+        drop(workers);
+        let give_up = self.give_up.clone();
+        let timeout = self.drain_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            give_up.cancel();
+        });
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(stage, cause = %err, "partition worker failed");
+            }
+        }
+        timer.abort();
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => tracing::warn!(stage, cause = %err, "final offset commit failed"),
+        }
+        self.consumer.unsubscribe();
+        tracing::info!(stage, "stage stopped");
+        Ok(())
+    }
+
+    async fn partition_worker(
+        self: Arc<Self>,
+        partition: i32,
+        mut queue: mpsc::Receiver<OwnedMessage>,
+    ) {
+        let mut instances: HashMap<String, HandlerInstance> = HashMap::new();
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, Option<i64>>> = FuturesOrdered::new();
+        // Once a message could not be delivered, later offsets must not be
+        // stored either: committing them would skip it.
+        let mut storing = true;
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    storing = self.store(partition, done, storing);
+                }
+                next = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => match next {
+                    Some(message) => {
+                        let delivery = self.process(message, &mut instances).await;
+                        in_flight.push_back(delivery);
+                    }
+                    None => break,
+                },
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            storing = self.store(partition, done, storing);
+        }
+    }
+
+    fn store(&self, partition: i32, done: Option<i64>, storing: bool) -> bool {
+        match done {
+            Some(offset) if storing => {
+                if let Err(err) = self
+                    .consumer
+                    .store_offset(&self.config.input, partition, offset)
+                {
+                    // The partition was revoked: its new owner starts from the last commit.
+                    tracing::debug!(stage = %self.config.name, partition, offset, cause = %err, "offset not stored");
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs one message and starts producing its outputs; the returned future
+    /// resolves to the offset to store once all of them are acknowledged.
+    async fn process(
+        self: &Arc<Self>,
+        message: OwnedMessage,
+        instances: &mut HashMap<String, HandlerInstance>,
+    ) -> BoxFuture<'static, Option<i64>> {
+        let message = Arc::new(message);
+        let records = match self.run_handler(&message, instances).await {
+            Ok(records) => records,
+            Err(letter) => {
+                self.log_dead_letter(&message, &letter);
+                vec![self.dead_letter_record(&message, &letter)]
+            }
+        };
+        let deliveries: Vec<_> = {
+            let mut deliveries = Vec::with_capacity(records.len());
+            for record in &records {
+                deliveries.push(self.enqueue(record).await);
+            }
+            deliveries
+        };
+        let stage = self.clone();
+        Box::pin(async move {
+            let mut failure = None;
+            for delivery in deliveries {
+                let outcome = match delivery {
+                    Ok(future) => match future.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((err, _))) => Err(err.to_string()),
+                        Err(_) => Err("the producer closed before acknowledging".to_string()),
+                    },
+                    Err(err) => Err(err.to_string()),
+                };
+                if let Err(reason) = outcome {
+                    failure.get_or_insert(reason);
+                }
+            }
+            let Some(reason) = failure else {
+                return Some(message.offset());
+            };
+            let is_dead_letter = records.iter().any(|r| r.topic == stage.config.dead_letter);
+            let letter = if is_dead_letter {
+                records
+                    .into_iter()
+                    .next()
+                    .expect("a dead-letter plan has one record")
+            } else {
+                let letter = DeadLetter {
+                    kind: "produce-failed",
+                    reason: format!("producing an output failed: {reason}"),
+                    handler: None,
+                };
+                stage.log_dead_letter(&message, &letter);
+                stage.dead_letter_record(&message, &letter)
+            };
+            stage
+                .deliver_until_acknowledged(&letter)
+                .await
+                .then(|| message.offset())
+        })
+    }
+
+    /// Routes the message and runs its handler, retrying transient errors.
+    async fn run_handler(
+        &self,
+        message: &OwnedMessage,
+        instances: &mut HashMap<String, HandlerInstance>,
+    ) -> Result<Vec<Record>, DeadLetter> {
+        let registry = self.registry.load();
+        let value = message.payload().unwrap_or_default();
+        let route = registry
+            .route(&self.config.name)
+            .ok_or_else(|| DeadLetter {
+                kind: "unknown-route",
+                reason: format!("stage `{}` has no routes", self.config.name),
+                handler: None,
+            })?;
+        let name = route.resolve(value).map_err(|err| DeadLetter {
+            kind: err.kind(),
+            reason: err.to_string(),
+            handler: None,
+        })?;
+        let component = registry.handler(name).ok_or_else(|| DeadLetter {
+            kind: "unknown-route",
+            reason: format!("handler `{name}` is not loaded"),
+            handler: None,
+        })?;
+        let identity = || Some((name.to_string(), component.version().to_string()));
+        let input = to_wit_message(message);
+        let RetryConfig {
+            max_attempts,
+            initial_backoff_ms,
+            max_backoff_ms,
+        } = self.config.retry;
+        let mut backoff = Duration::from_millis(initial_backoff_ms);
+        let mut attempt = 1;
+        let outputs = loop {
+            let instance = match instances.get_mut(name) {
+                Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
+                _ => {
+                    instances.remove(name);
+                    match component.instantiate() {
+                        Ok(instance) => instances.entry(name.to_string()).or_insert(instance),
+                        Err(failure) => break Err(failure),
+                    }
+                }
+            };
+            match instance.handle(&input) {
+                Ok(outputs) => break Ok(outputs),
+                Err(failure) => {
+                    if failure.poisons_instance() {
+                        instances.remove(name);
+                    }
+                    if matches!(failure, HandlerFailure::Transient(_)) && attempt < max_attempts {
+                        tracing::debug!(stage = %self.config.name, handler = name, attempt, cause = %failure, "transient error; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(max_backoff_ms));
+                        attempt += 1;
+                        continue;
+                    }
+                    break Err(failure);
+                }
+            }
+        };
+        let letter = match outputs {
+            Ok(outputs) => match self.output_records(message, outputs, name, component.version()) {
+                Ok(records) => return Ok(records),
+                Err(reason) => DeadLetter {
+                    kind: "invalid-output",
+                    reason,
+                    handler: identity(),
+                },
+            },
+            Err(failure) => {
+                let mut reason = failure.to_string();
+                if matches!(failure, HandlerFailure::Transient(_)) {
+                    reason = format!("{reason} (gave up after {attempt} attempts)");
+                }
+                DeadLetter {
+                    kind: failure.kind(),
+                    reason,
+                    handler: identity(),
+                }
+            }
+        };
+        Err(letter)
+    }
+
+    fn output_records(
+        &self,
+        message: &OwnedMessage,
+        outputs: Vec<Output>,
+        handler: &str,
+        version: &str,
+    ) -> Result<Vec<Record>, String> {
+        outputs
+            .into_iter()
+            .map(|output| {
+                let topic = output.topic.unwrap_or_else(|| self.config.output.clone());
+                check_topic(&topic).map_err(|why| format!("handler output topic: {why}"))?;
+                let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
+                for header in &output.headers {
+                    headers = headers.insert(Header {
+                        key: &header.key,
+                        value: Some(&header.value),
+                    });
+                }
+                headers = headers
+                    .insert(Header {
+                        key: dead_letter::HANDLER,
+                        value: Some(handler),
+                    })
+                    .insert(Header {
+                        key: dead_letter::HANDLER_VERSION,
+                        value: Some(version),
+                    });
+                Ok(Record {
+                    topic,
+                    key: output.key.or_else(|| message.key().map(<[u8]>::to_vec)),
+                    value: Some(output.value),
+                    headers,
+                })
+            })
+            .collect()
+    }
+
+    fn dead_letter_record(&self, message: &OwnedMessage, letter: &DeadLetter) -> Record {
+        let source = Source {
+            stage: &self.config.name,
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        Record {
+            topic: self.config.dead_letter.clone(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: dead_letter::dead_letter_headers(message.headers(), letter, source),
+        }
+    }
+
+    fn log_dead_letter(&self, message: &OwnedMessage, letter: &DeadLetter) {
+        tracing::warn!(
+            stage = %self.config.name,
+            kind = letter.kind,
+            reason = %letter.reason,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            handler = letter.handler.as_ref().map(|(name, _)| name.as_str()),
+            "message dead-lettered"
+        );
+    }
+
+    /// Hands a record to the producer, waiting while its queue is full.
+    async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let mut future_record =
+                FutureRecord::<[u8], [u8]>::to(&record.topic).headers(record.headers.clone());
+            if let Some(key) = &record.key {
+                future_record = future_record.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                future_record = future_record.payload(value.as_slice());
+            }
+            match self.producer.send_result(future_record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+    }
+
+    /// Delivers a record that must not be lost, retrying with backoff until
+    /// it is acknowledged. Returns false only when the drain timeout passed.
+    async fn deliver_until_acknowledged(&self, record: &Record) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let outcome = match self.enqueue(record).await {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => return true,
+                    Ok(Err((err, _))) => err.to_string(),
+                    Err(_) => "the producer closed before acknowledging".to_string(),
+                },
+                Err(err) => err.to_string(),
+            };
+            tracing::error!(stage = %self.config.name, topic = %record.topic, cause = %outcome, "delivery failed; retrying");
+            tokio::select! {
+                _ = self.give_up.cancelled() => {
+                    tracing::error!(stage = %self.config.name, topic = %record.topic, "gave up at shutdown; the input stays uncommitted");
+                    return false;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_DELIVERY_BACKOFF);
+        }
+    }
+}
+
+/// The message as the handler sees it.
+fn to_wit_message(message: &OwnedMessage) -> Message {
+    Message {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().unwrap_or_default().to_vec(),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| WitHeader {
+                        key: header.key.to_string(),
+                        value: header.value.unwrap_or_default().to_vec(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        timestamp: message.timestamp().to_millis(),
+    }
+}

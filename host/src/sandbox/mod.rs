@@ -1,0 +1,424 @@
+//! The wasm sandbox: one wasmtime `Engine` for the process, a compiled and
+//! pre-linked component per handler version, and reusable instances with
+//! per-handler limits on memory, wall time and (optionally) fuel.
+//!
+//! WASI is linked with no capabilities: no preopened directories, no
+//! environment, no arguments, and every socket address denied. The guest's
+//! stdout and stderr become log lines tagged with the handler's name.
+
+mod guest_output;
+
+use crate::bindings::{self, HandlerError, Level, Message, Output, StageHandler, StageHandlerPre};
+use crate::config::Limits;
+use guest_output::{GuestOutput, Stream};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the engine's epoch advances; the granularity of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a WebAssembly component wasmtime can compile.
+    #[error("handler `{handler}`: not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// Handler name.
+        handler: String,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// The component does not implement `stagehost:handler/stage-handler`.
+    #[error(
+        "handler `{handler}`: does not implement the stagehost:handler/stage-handler world: {reason}"
+    )]
+    WrongWorld {
+        /// Handler name.
+        handler: String,
+        /// What is missing or mismatched.
+        reason: String,
+    },
+    /// The component's `init` rejected its settings, or trapped.
+    #[error("handler `{handler}`: init failed: {reason}")]
+    Init {
+        /// Handler name.
+        handler: String,
+        /// The handler's reason.
+        reason: String,
+    },
+}
+
+/// Why a message could not be handled. Each case is a dead-letter kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerFailure {
+    /// The handler said the input is bad.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The handler reported a temporary failure.
+    #[error("{0}")]
+    Transient(String),
+    /// The guest trapped (a panic, an unreachable, a bad memory access).
+    #[error("{0}")]
+    Trap(String),
+    /// The call ran past its time limit.
+    #[error("handler ran longer than its {0} ms limit")]
+    Timeout(u64),
+    /// The guest tried to grow its memory past its limit.
+    #[error("handler exceeded its {0} MiB memory limit")]
+    MemoryLimit(u64),
+    /// The call used up its fuel.
+    #[error("handler used up its fuel ({0})")]
+    FuelExhausted(u64),
+    /// A fresh instance could not be created.
+    #[error("could not instantiate the handler: {0}")]
+    Instantiate(String),
+}
+
+impl HandlerFailure {
+    /// The dead-letter kind, as written in the `stagehost-error-kind` header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerFailure::InvalidInput(_) => "invalid-input",
+            HandlerFailure::Transient(_) => "transient",
+            HandlerFailure::Trap(_) => "trap",
+            HandlerFailure::Timeout(_) => "timeout",
+            HandlerFailure::MemoryLimit(_) => "memory-limit",
+            HandlerFailure::FuelExhausted(_) => "fuel-exhausted",
+            HandlerFailure::Instantiate(_) => "instantiate-failed",
+        }
+    }
+
+    /// Whether the instance must be discarded after this failure.
+    pub fn poisons_instance(&self) -> bool {
+        !matches!(
+            self,
+            HandlerFailure::InvalidInput(_) | HandlerFailure::Transient(_)
+        )
+    }
+}
+
+/// The process-wide engine and linker.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    fuel_enabled: bool,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Sandbox {
+    /// Creates the engine. `fuel` turns on fuel metering for every handler
+    /// (those without a fuel limit get an unbounded amount).
+    pub fn new(fuel: bool) -> anyhow::Result<Arc<Self>> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(fuel);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        StageHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("stagehost-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            fuel_enabled: fuel,
+            ticker_stop,
+        }))
+    }
+
+    /// Whether fuel metering is on.
+    pub fn fuel_enabled(&self) -> bool {
+        self.fuel_enabled
+    }
+
+    /// Compiles and links a component, then runs `init` once in a fresh
+    /// instance to prove it works. Nothing here touches the message path.
+    pub fn load(
+        self: &Arc<Self>,
+        spec: HandlerSpec,
+        bytes: &[u8],
+    ) -> Result<Arc<HandlerComponent>, LoadError> {
+        let handler = spec.name.clone();
+        let component = Component::new(&self.engine, bytes).map_err(|err| LoadError::Invalid {
+            handler: handler.clone(),
+            reason: format!("{err:#}"),
+        })?;
+        let wrong_world = |err: wasmtime::Error| LoadError::WrongWorld {
+            handler: handler.clone(),
+            reason: format!("{err:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = StageHandlerPre::new(instance_pre).map_err(wrong_world)?;
+        let loaded = Arc::new(HandlerComponent {
+            version: version_of(bytes),
+            size: bytes.len(),
+            loaded_at: SystemTime::now(),
+            spec,
+            pre,
+            sandbox: self.clone(),
+        });
+        loaded.instantiate().map_err(|failure| LoadError::Init {
+            handler: handler.clone(),
+            reason: failure.to_string(),
+        })?;
+        Ok(loaded)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The first 12 hex digits of the component's SHA-256: its version.
+pub fn version_of(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the host knows about a handler besides its code.
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    /// Handler name from the config.
+    pub name: String,
+    /// Where the component came from (a file path, or an upload).
+    pub source: String,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Settings for `init`.
+    pub settings: Vec<(String, String)>,
+}
+
+/// One compiled, linked and validated version of a handler.
+pub struct HandlerComponent {
+    spec: HandlerSpec,
+    version: String,
+    size: usize,
+    loaded_at: SystemTime,
+    pre: StageHandlerPre<GuestState>,
+    sandbox: Arc<Sandbox>,
+}
+
+impl HandlerComponent {
+    /// Handler name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Content hash of the component.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Where the component came from.
+    pub fn source(&self) -> &str {
+        &self.spec.source
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// The handler's limits.
+    pub fn limits(&self) -> Limits {
+        self.spec.limits
+    }
+
+    /// Creates a fresh instance and runs its `init`.
+    pub fn instantiate(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
+        let name: Arc<str> = Arc::from(self.spec.name.as_str());
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(name.clone(), Stream::Stdout))
+            .stderr(GuestOutput::new(name.clone(), Stream::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = GuestState {
+            handler: name,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: (self.spec.limits.memory_mib as usize) << 20,
+                exceeded: false,
+            },
+        };
+        let mut store = Store::new(&self.sandbox.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let mut instance = HandlerInstance {
+            bindings: None,
+            store,
+            component: self.clone(),
+        };
+        instance.arm();
+        let bindings = self
+            .pre
+            .instantiate(&mut instance.store)
+            .map_err(|err| instance.classify(err))
+            .map_err(|failure| match failure {
+                HandlerFailure::Trap(reason) => HandlerFailure::Instantiate(reason),
+                other => other,
+            })?;
+        instance.arm();
+        match bindings.call_init(&mut instance.store, &self.spec.settings) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(HandlerFailure::Instantiate(format!("init: {reason}"))),
+            Err(err) => return Err(instance.classify(err)),
+        }
+        instance.bindings = Some(bindings);
+        Ok(instance)
+    }
+}
+
+/// A live instance of one handler version, reused message after message.
+pub struct HandlerInstance {
+    bindings: Option<StageHandler>,
+    store: Store<GuestState>,
+    component: Arc<HandlerComponent>,
+}
+
+impl HandlerInstance {
+    /// The version this instance runs.
+    pub fn component(&self) -> &Arc<HandlerComponent> {
+        &self.component
+    }
+
+    /// Runs `handle` on one message within the handler's limits. After a
+    /// failure whose [`HandlerFailure::poisons_instance`] is true the caller
+    /// must drop this instance.
+    pub fn handle(&mut self, message: &Message) -> Result<Vec<Output>, HandlerFailure> {
+        self.arm();
+        let bindings = self
+            .bindings
+            .as_ref()
+            .ok_or_else(|| HandlerFailure::Instantiate("instance was not initialised".into()))?;
+        match bindings.call_handle(&mut self.store, message) {
+            Ok(Ok(outputs)) => Ok(outputs),
+            Ok(Err(HandlerError::InvalidInput(reason))) => {
+                Err(HandlerFailure::InvalidInput(reason))
+            }
+            Ok(Err(HandlerError::Transient(reason))) => Err(HandlerFailure::Transient(reason)),
+            Err(err) => Err(self.classify(err)),
+        }
+    }
+
+    /// Resets the time, fuel and memory-limit state before a call.
+    fn arm(&mut self) {
+        let limits = self.component.spec.limits;
+        let ticks = limits
+            .timeout_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            .max(1);
+        self.store.set_epoch_deadline(ticks);
+        self.store.epoch_deadline_trap();
+        if self.component.sandbox.fuel_enabled {
+            // Fuel is on for the engine; handlers without a limit get plenty.
+            let _ = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        self.store.data_mut().limiter.exceeded = false;
+    }
+
+    fn classify(&mut self, err: wasmtime::Error) -> HandlerFailure {
+        let limits = self.component.spec.limits;
+        if self.store.data().limiter.exceeded {
+            return HandlerFailure::MemoryLimit(limits.memory_mib);
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => HandlerFailure::Timeout(limits.timeout_ms),
+            Some(Trap::OutOfFuel) => HandlerFailure::FuelExhausted(limits.fuel.unwrap_or(0)),
+            Some(trap) => HandlerFailure::Trap(format!("wasm trap: {trap}")),
+            None => HandlerFailure::Trap(format!("{err:#}")),
+        }
+    }
+}
+
+/// The per-instance state wasmtime hands to host functions.
+pub struct GuestState {
+    handler: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::stagehost::handler::types::Host for GuestState {}
+
+impl bindings::stagehost::handler::log::Host for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        let handler = &*self.handler;
+        match level {
+            Level::Trace => tracing::trace!(target: "guest", handler, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", handler, "{message}"),
+            Level::Info => tracing::info!(target: "guest", handler, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", handler, "{message}"),
+            Level::Error => tracing::error!(target: "guest", handler, "{message}"),
+        }
+    }
+}
+
+/// Caps linear memory and remembers when a guest hit the cap, so the trap
+/// that follows is reported as a memory limit rather than a plain trap.
+struct MemoryLimiter {
+    max_bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,172 @@
+//! The `host` binary as a user runs it: `check`, `send`, `tail`, `plugin
+//! inspect`, and `run` stopped by SIGTERM.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("host runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_the_calculator_and_loads_its_plugins() {
+    let out = host(&["check", "config.yml"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.starts_with("config.yml: OK"), "{stdout}");
+    assert!(stdout.contains("operation = \"sum\" -> add"), "{stdout}");
+    assert!(stdout.contains("loaded add: version "), "{stdout}");
+    assert!(stdout.contains("loaded subtract: version "), "{stdout}");
+}
+
+#[test]
+fn check_names_file_line_and_field() {
+    let out = host(&[
+        "check",
+        "host/tests/fixtures/config/invalid/unknown-handler.yml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "unknown-handler.yml:16:9: stages[0].route.to.sub: unknown handler `substract`"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_a_missing_plugin_at_its_path_field() {
+    let dir = std::env::temp_dir().join(unique("stagehost-check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        "kafka:\n  brokers: localhost:9092\nhandlers:\n  add:\n    path: nowhere/add.wasm\nstages:\n  - name: s\n    input: a\n    output: b\n    dead_letter: c\n    handler: add\n",
+    )
+    .unwrap();
+    let out = host(&["check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("config.yml:5:5: handlers.add.path: cannot read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nowhere/add.wasm"), "{stderr}");
+}
+
+#[test]
+fn plugin_inspect_tells_a_handler_from_anything_else() {
+    let add = plugin("wasm32-wasip2", "add");
+    let out = host(&["plugin", "inspect", add.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("implements stagehost:handler/stage-handler"));
+    let out = host(&["plugin", "inspect", "config.yml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a valid WebAssembly component"));
+}
+
+#[test]
+fn send_and_tail_round_trip_on_the_broker() {
+    let topic = unique("cli");
+    let brokers = brokers();
+    let message = r#"{"operation":"sum","operator_1":"5","operator_2":"2"}"#;
+    let out = host(&[
+        "send",
+        &topic,
+        message,
+        "--key",
+        "k1",
+        "--brokers",
+        &brokers,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("sent to {topic} partition")));
+
+    let out = host(&["send", &topic, "not json", "--brokers", &brokers]);
+    assert_eq!(out.status.code(), Some(1), "non-JSON needs --raw");
+    assert!(text(&out.stderr).contains("is not JSON"));
+
+    let out = host(&[
+        "tail",
+        &topic,
+        "--count",
+        "1",
+        "--idle-timeout",
+        "30",
+        "--brokers",
+        &brokers,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(line["key"], "k1");
+    assert_eq!(line["value"]["operator_1"], "5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_processes_and_stops_cleanly_on_sigterm() {
+    let topics = Topics::new();
+    let dir = std::env::temp_dir().join(unique("stagehost-run"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = calculator_yaml(&topics, 1).replace(
+        "path: target/",
+        &format!("path: {}/target/", repo_root().display()),
+    );
+    let config = dir.join("config.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let producer = producer();
+    send(
+        &producer,
+        &topics.input,
+        Some("k"),
+        br#"{"operation": "sub", "operator_1": "5", "operator_2": "2"}"#,
+        &[],
+    )
+    .await;
+    let results = read(
+        &topics.output,
+        1,
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+    )
+    .await;
+    assert_eq!(results[0].json()["result"], 3);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("draining") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,299 @@
+//! Helpers for the integration tests: the real broker's address, unique
+//! topic names, a host started the way `host run` starts it, and a producer
+//! and reader for the test's own topics.
+#![allow(dead_code)]
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use stagehost::config::LoadedConfig;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The broker the tests run against (`make kafka-up` starts it).
+pub fn brokers() -> String {
+    std::env::var("STAGEHOST_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A built plugin; fails the test with the command to build it when missing.
+pub fn plugin(target: &str, name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("target")
+        .join(target)
+        .join("release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first (`make plugins`)",
+        path.display()
+    );
+    path
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Topics of one calculator pipeline under test.
+#[derive(Clone)]
+pub struct Topics {
+    pub input: String,
+    pub output: String,
+    pub dead_letter: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub fn new() -> Self {
+        Self {
+            input: unique("requests"),
+            output: unique("results"),
+            dead_letter: unique("dlq"),
+            group: unique("group"),
+        }
+    }
+}
+
+/// The calculator config of the repository, pointed at fresh topics.
+pub fn calculator_yaml(topics: &Topics, partitions: i32) -> String {
+    format!(
+        r#"
+kafka:
+  brokers: {brokers}
+  group: {group}
+  topics:
+    partitions: {partitions}
+handlers:
+  add:
+    path: target/wasm32-wasip2/release/add.wasm
+  subtract:
+    path: target/wasm32-wasip2/release/subtract.wasm
+stages:
+  - name: calculator
+    input: {input}
+    output: {output}
+    dead_letter: {dead_letter}
+    route:
+      field: operation
+      to:
+        sum: add
+        add: add
+        sub: subtract
+        subtract: subtract
+"#,
+        brokers = brokers(),
+        group = topics.group,
+        input = topics.input,
+        output = topics.output,
+        dead_letter = topics.dead_letter,
+    )
+}
+
+/// Parses config text as if it were a file at the repository root.
+pub fn config_from(yaml: String) -> LoadedConfig {
+    LoadedConfig::from_source(&repo_root().join("test-config.yml"), yaml)
+        .expect("test config is valid")
+}
+
+/// A host running in this process, as `host run` runs it.
+pub struct RunningHost {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningHost {
+    pub fn start(config: LoadedConfig) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(stagehost::run(config, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops the host the way SIGTERM does and returns how it ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// Creates a topic with the given partitions.
+pub async fn create_topic(topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topics");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// A producer with the same delivery guarantee the host uses.
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Produces one record and waits for its acknowledgement.
+pub async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    value: &[u8],
+    headers: &[(&str, &str)],
+) {
+    let mut owned = OwnedHeaders::new();
+    for (key, value) in headers {
+        owned = owned.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    let mut record = FutureRecord::<str, [u8]>::to(topic)
+        .payload(value)
+        .headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Timeout::After(Duration::from_secs(30)))
+        .await
+        .map_err(|(err, _)| err)
+        .expect("test message acknowledged");
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.value.as_deref().unwrap_or_default()).expect("value is JSON")
+    }
+
+    pub fn header(&self, key: &str) -> &str {
+        self.headers
+            .get(key)
+            .unwrap_or_else(|| panic!("header `{key}` missing; headers: {:?}", self.headers))
+    }
+}
+
+/// Reads a topic from the beginning until `count` records arrived, then
+/// keeps reading for `settle` to catch any extra ones. Panics on timeout.
+pub async fn read(topic: &str, count: usize, timeout: Duration, settle: Duration) -> Vec<Received> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || read_blocking(&topic, count, timeout, settle))
+        .await
+        .unwrap()
+}
+
+fn read_blocking(topic: &str, count: usize, timeout: Duration, settle: Duration) -> Vec<Received> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    let partitions = loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if !partitions.is_empty() {
+            break partitions;
+        }
+        assert!(started.elapsed() < timeout, "topic {topic} never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut received = Vec::new();
+    let mut complete_at: Option<Instant> = None;
+    loop {
+        if received.len() >= count && complete_at.is_none() {
+            complete_at = Some(Instant::now());
+        }
+        if complete_at.is_some_and(|at| at.elapsed() >= settle) {
+            break;
+        }
+        assert!(
+            complete_at.is_some() || started.elapsed() < timeout,
+            "timed out reading {topic}: {} of {count} records",
+            received.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("reading test topic");
+        let mut headers = BTreeMap::new();
+        if let Some(all) = message.headers() {
+            for header in all.iter() {
+                headers.insert(
+                    header.key.to_string(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        received.push(Received {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    received
+}
