@@ -17,7 +17,7 @@ run: setup plugins build kafka-up
 
 test: setup plugins kafka-up
 	$(CARGO) test --release --workspace
-	cd plugins && $(CARGO) test -p calc
+	cd plugins && $(CARGO) test --workspace
 
 setup:
 	scripts/setup.sh

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the stage handler components in plugins/ in both variants:
+#
+#   wasm32-wasip2  cargo build --target wasm32-wasip2 --release
+#                  (rustc links a component directly via wasm-component-ld)
+#   wasm32-wasip1  cargo component build --release
+#                  (a core module componentized by cargo-component with the
+#                  WASI preview-1 adapter)
+#
+# and prints each artefact's path and size. Artefacts land in the repository's
+# shared target/ directory (see plugins/.cargo/config.toml), or under
+# $CARGO_TARGET_DIR if that is set.
+#
+# Assumes the wasm32-wasip2 and wasm32-wasip1 targets and cargo-component are
+# installed. Runs from any working directory.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+plugins_dir="$repo_root/plugins"
+components=(add subtract)
+
+cd "$plugins_dir"
+
+echo "==> cargo build --target wasm32-wasip2 --release" >&2
+cargo build --target wasm32-wasip2 --release
+
+echo "==> cargo component build --release" >&2
+cargo component build --release
+
+target_dir="$(cargo metadata --no-deps --format-version 1 |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+if [[ -z "$target_dir" ]]; then
+    echo "error: could not determine cargo's target directory" >&2
+    exit 1
+fi
+target_dir="$(cd "$target_dir" && pwd -P)"
+
+# A component starts with "\0asm" and the component-model version/layer bytes
+# 0d 00 01 00 (a core module has 01 00 00 00 there).
+component_header="0061736d0d000100"
+
+status=0
+for target in wasm32-wasip2 wasm32-wasip1; do
+    for name in "${components[@]}"; do
+        artefact="$target_dir/$target/release/$name.wasm"
+        if [[ ! -f "$artefact" ]]; then
+            echo "error: missing artefact $artefact" >&2
+            status=1
+            continue
+        fi
+        header="$(od -An -tx1 -N8 "$artefact" | tr -d ' \n')"
+        if [[ "$header" != "$component_header" ]]; then
+            echo "error: $artefact is not a component (header $header)" >&2
+            status=1
+            continue
+        fi
+        printf '%s\t%s bytes\n' "$artefact" "$(wc -c <"$artefact" | tr -d ' ')"
+    done
+done
+exit "$status"
