@@ -5,5 +5,5 @@ wasmtime::component::bindgen!({
     world: "stage-handler",
 });
 
-pub use stagehost::handler::log::Level;
-pub use stagehost::handler::types::Header;
+pub use self::stagehost::handler::log::Level;
+pub use self::stagehost::handler::types::Header;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub fn check(path: &Path) -> anyhow::Result<String> {
     let config = LoadedConfig::load(path)?;
     let sandbox = Sandbox::new(crate::needs_fuel(&config))?;
-    let registry = Registry::load(&config, &sandbox)?;
+    let registry = Registry::load(&config, &sandbox, None)?;
     let kafka = &config.config.kafka;
     // Building the clients validates every librdkafka property; they are
     // dropped before they do anything with the network.

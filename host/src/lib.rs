@@ -3,23 +3,28 @@
 //!
 //! [`run`] is the whole host; `main` only parses the command line.
 
+pub mod admin;
 pub mod bindings;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dead_letter;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
+pub mod reload;
 pub mod routing;
 pub mod sandbox;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use config::LoadedConfig;
+use config::{LoadedConfig, StageConfig};
 use pipeline::Stage;
 use registry::Registry;
+use reload::Reloader;
 use sandbox::Sandbox;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +44,29 @@ pub fn needs_fuel(config: &LoadedConfig) -> bool {
         .any(|h| h.limits.fuel.is_some())
 }
 
+/// What a started host tells its caller.
+#[derive(Clone)]
+pub struct Ready {
+    /// Where the admin port listens, when enabled.
+    pub admin: Option<std::net::SocketAddr>,
+    /// The hot-swap entry point (what the admin API and SIGHUP use).
+    pub reloader: Arc<Reloader>,
+}
+
 /// Runs every stage of `config` until `shutdown` completes, then stops
 /// fetching, finishes the messages already taken, flushes and commits.
 pub async fn run(config: LoadedConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` once the host consumes.
+pub async fn run_with(
+    config: LoadedConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Ready),
+) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(needs_fuel(&config))?;
-    let registry = Registry::load(&config, &sandbox)?;
+    let registry = Registry::load(&config, &sandbox, None)?;
     for (name, component) in registry.handlers() {
         tracing::info!(
             handler = name,
@@ -53,55 +76,76 @@ pub async fn run(config: LoadedConfig, shutdown: impl Future<Output = ()>) -> an
         );
     }
     let registry = Arc::new(ArcSwap::from_pointee(registry));
+    let reloader = Reloader::new(sandbox, registry.clone(), config.clone(), |_| {});
 
     let kafka = &config.config.kafka;
     let brokers = kafka::Brokers::connect(kafka)?;
-    let bootstrap = brokers.bootstrap();
-    let producer = kafka::producer(bootstrap, kafka)?;
-    kafka::wait_reachable(&producer, bootstrap).await?;
-    if kafka.topics.create {
-        let mut topics: Vec<&str> = config
-            .config
-            .stages
-            .iter()
-            .flat_map(|s| [s.input.as_str(), s.output.as_str(), s.dead_letter.as_str()])
-            .collect();
-        topics.sort_unstable();
-        topics.dedup();
-        kafka::ensure_topics(bootstrap, kafka, &topics).await?;
-    }
+    let bootstrap = brokers.bootstrap().to_string();
+    let producer = kafka::producer(&bootstrap, kafka)?;
+    kafka::wait_reachable(&producer, &bootstrap).await?;
 
     let stop = CancellationToken::new();
-    let mut stages = JoinSet::new();
-    for stage_config in &config.config.stages {
-        let consumer = kafka::consumer(bootstrap, kafka, stage_config)?;
-        let stage = Stage::new(
-            stage_config.clone(),
-            registry.clone(),
-            producer.clone(),
-            consumer,
-            DRAIN_TIMEOUT,
-        );
-        stages.spawn(stage.run(stop.clone()));
-    }
+    let mut stages = Stages {
+        bootstrap,
+        producer: producer.clone(),
+        registry,
+        running: BTreeMap::new(),
+        tasks: JoinSet::new(),
+        next_id: 0,
+    };
+    stages.reconcile(&config).await?;
+    let watcher = tokio::spawn(reloader.clone().watch(stop.clone()));
     tracing::info!(config = %config.path.display(), stages = config.config.stages.len(), "stagehost running");
+    ready(Ready {
+        admin: None,
+        reloader: reloader.clone(),
+    });
 
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(shutdown);
     let mut outcome = Ok(());
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down"),
-        Some(ended) = stages.join_next() => {
-            outcome = flatten(ended).context("a stage stopped unexpectedly");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+            _ = hangup.recv() => {
+                let reloading = reloader.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload_config()).await? {
+                    Ok(fresh) => {
+                        if let Err(err) = stages.reconcile(&fresh).await {
+                            tracing::error!(cause = %format!("{err:#}"), "applying the re-read config failed");
+                        }
+                    }
+                    Err(err) => tracing::error!(cause = %err, "config re-read rejected; the running config stays in force"),
+                }
+            }
+            Some(ended) = stages.tasks.join_next() => {
+                let (id, result) = ended?;
+                if stages.running.values().any(|stage| stage.id == id) {
+                    outcome = result.context("a stage stopped unexpectedly");
+                    break;
+                }
+            }
         }
     }
     stop.cancel();
-    while let Some(ended) = stages.join_next().await {
-        if let Err(err) = flatten(ended) {
+    for stage in stages.running.values() {
+        stage.stop.cancel();
+    }
+    while let Some(ended) = stages.tasks.join_next().await {
+        if let Err(err) = ended
+            .map_err(anyhow::Error::from)
+            .and_then(|(_, result)| result)
+        {
             tracing::error!(cause = %format!("{err:#}"), "stage failed while stopping");
             if outcome.is_ok() {
                 outcome = Err(err);
             }
         }
     }
+    let _ = watcher.await;
     let flushed = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer as _;
         producer.flush(DRAIN_TIMEOUT)
@@ -115,6 +159,100 @@ pub async fn run(config: LoadedConfig, shutdown: impl Future<Output = ()>) -> an
     outcome
 }
 
-fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
-    ended.map_err(anyhow::Error::from).and_then(|result| result)
+/// The running stages, started and stopped to match the config in force.
+struct Stages {
+    bootstrap: String,
+    producer: rdkafka::producer::FutureProducer,
+    registry: registry::SharedRegistry,
+    running: BTreeMap<String, RunningStage>,
+    tasks: JoinSet<(u64, anyhow::Result<()>)>,
+    next_id: u64,
+}
+
+struct RunningStage {
+    id: u64,
+    config: StageConfig,
+    group: String,
+    stop: CancellationToken,
+}
+
+impl Stages {
+    /// Stops stages that are gone or changed and starts new or changed ones.
+    /// Stages whose topics and group are unchanged keep running; their
+    /// routes come from the registry, already swapped.
+    async fn reconcile(&mut self, config: &LoadedConfig) -> anyhow::Result<()> {
+        let kafka = &config.config.kafka;
+        let wanted: BTreeMap<&str, &StageConfig> = config
+            .config
+            .stages
+            .iter()
+            .map(|stage| (stage.name.as_str(), stage))
+            .collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, running)| {
+                wanted.get(name.as_str()).is_none_or(|stage| {
+                    !same_stage(&running.config, stage) || running.group != stage.group_id(kafka)
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(running) = self.running.remove(&name) {
+                tracing::info!(stage = %name, "stopping stage (removed or changed)");
+                running.stop.cancel();
+            }
+        }
+        let new: Vec<&StageConfig> = wanted
+            .values()
+            .filter(|stage| !self.running.contains_key(&stage.name))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        if kafka.topics.create {
+            let mut topics: Vec<&str> = new
+                .iter()
+                .flat_map(|s| [s.input.as_str(), s.output.as_str(), s.dead_letter.as_str()])
+                .collect();
+            topics.sort_unstable();
+            topics.dedup();
+            kafka::ensure_topics(&self.bootstrap, kafka, &topics).await?;
+        }
+        for stage_config in new {
+            let consumer = kafka::consumer(&self.bootstrap, kafka, stage_config)?;
+            let stage = Stage::new(
+                stage_config.clone(),
+                self.registry.clone(),
+                self.producer.clone(),
+                consumer,
+                DRAIN_TIMEOUT,
+            );
+            let stop = CancellationToken::new();
+            let id = self.next_id;
+            self.next_id += 1;
+            let run = stage.run(stop.clone());
+            self.tasks.spawn(async move { (id, run.await) });
+            self.running.insert(
+                stage_config.name.clone(),
+                RunningStage {
+                    id,
+                    config: stage_config.clone(),
+                    group: stage_config.group_id(kafka),
+                    stop,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether a running stage can keep its consumer for the new config.
+fn same_stage(running: &StageConfig, wanted: &StageConfig) -> bool {
+    running.input == wanted.input
+        && running.output == wanted.output
+        && running.dead_letter == wanted.dead_letter
+        && running.retry == wanted.retry
 }

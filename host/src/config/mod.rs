@@ -24,6 +24,39 @@ pub struct Config {
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Stages: each consumes one topic and routes its messages to handlers.
     pub stages: Vec<StageConfig>,
+    /// The admin HTTP port: handler API, `/metrics`, `/healthz`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The `admin` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin port at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to listen on. Port 0 picks a free port (logged at start).
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token required on every request; mandatory when `listen` is not
+    /// a loopback address.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9644".to_string()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
 }
 
 /// The `kafka` section.
@@ -127,6 +160,26 @@ pub struct HandlerConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Reload the handler when its file changes on disk.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// Cases a new version must pass before it replaces the running one.
+    #[serde(default)]
+    pub self_test: Vec<SelfTestCase>,
+}
+
+/// One self-test case: a JSON input and what the handler must answer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestCase {
+    /// The message value, as JSON.
+    pub input: serde_json::Value,
+    /// The one output value expected, as JSON (compared as JSON values).
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// The error kind expected instead: `invalid-input` or `transient`.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// Per-handler sandbox limits.
@@ -371,6 +424,41 @@ impl LoadedConfig {
             }
             if handler.limits.fuel == Some(0) {
                 return Err(self.error(&limits.key("fuel"), "must be at least 1"));
+            }
+            for (index, case) in handler.self_test.iter().enumerate() {
+                let case_at = at.key("self_test").index(index);
+                match (&case.output, case.error.as_deref()) {
+                    (Some(_), None) | (None, Some("invalid-input" | "transient")) => {}
+                    (None, Some(other)) => {
+                        return Err(self.error(
+                            &case_at.key("error"),
+                            format!("`{other}` is not `invalid-input` or `transient`"),
+                        ));
+                    }
+                    _ => {
+                        return Err(self.error(&case_at, "set exactly one of `output` and `error`"));
+                    }
+                }
+            }
+        }
+        let admin = root.key("admin");
+        if config.admin.enabled {
+            let address: std::net::SocketAddr = config.admin.listen.parse().map_err(|_| {
+                self.error(
+                    &admin.key("listen"),
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:9644",
+                        config.admin.listen
+                    ),
+                )
+            })?;
+            if !address.ip().is_loopback()
+                && config.admin.token.as_deref().is_none_or(str::is_empty)
+            {
+                return Err(self.error(
+                    &admin.key("token"),
+                    "a token is required when the admin port listens beyond loopback",
+                ));
             }
         }
         if config.stages.is_empty() {

@@ -211,6 +211,13 @@ pub struct HandlerSpec {
     pub settings: Vec<(String, String)>,
 }
 
+impl HandlerSpec {
+    /// Whether two specs run code the same way (limits and settings).
+    pub fn same_settings(&self, other: &HandlerSpec) -> bool {
+        self.limits == other.limits && self.settings == other.settings
+    }
+}
+
 /// One compiled, linked and validated version of a handler.
 pub struct HandlerComponent {
     spec: HandlerSpec,
@@ -225,6 +232,11 @@ impl HandlerComponent {
     /// Handler name.
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// What the host knows about this handler besides its code.
+    pub fn spec(&self) -> &HandlerSpec {
+        &self.spec
     }
 
     /// Content hash of the component.

@@ -79,6 +79,8 @@ kafka:
   group: {group}
   topics:
     partitions: {partitions}
+admin:
+  listen: 127.0.0.1:0
 handlers:
   add:
     path: target/wasm32-wasip2/release/add.wasm
@@ -119,10 +121,22 @@ pub struct RunningHost {
 
 impl RunningHost {
     pub fn start(config: LoadedConfig) -> Self {
+        Self::start_with(config, |_| {})
+    }
+
+    /// Starts the host and hands what it reports when ready to `ready`.
+    pub fn start_with(
+        config: LoadedConfig,
+        ready: impl FnOnce(stagehost::Ready) + Send + 'static,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(stagehost::run(config, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(stagehost::run_with(
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+            ready,
+        ));
         Self {
             stop: Some(stop),
             task,

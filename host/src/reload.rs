@@ -1,0 +1,248 @@
+//! Hot swapping: replaces a handler's version while the host runs, from a
+//! file that changed on disk, an upload through the admin API, a rollback,
+//! or a re-read of the whole config on SIGHUP.
+//!
+//! Every candidate is compiled, linked, initialised and self-tested off the
+//! hot path; only then is the registry pointer replaced. Messages already in
+//! a handler finish on the version they started with, and every message
+//! taken after the store sees the new one. A rejected candidate leaves the
+//! old version serving and is logged once.
+
+use crate::config::LoadedConfig;
+use crate::registry::{Registry, SharedRegistry, handler_spec, validate};
+use crate::sandbox::{HandlerComponent, Sandbox, version_of};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// How often watched plugin files are looked at.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a changed file must stay unchanged before it is read, so that a
+/// file still being written is not taken.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Why a swap did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwapError {
+    /// No handler of that name is configured.
+    #[error("unknown handler `{0}`")]
+    UnknownHandler(String),
+    /// The candidate failed validation; the old version keeps serving.
+    #[error("{0}")]
+    Rejected(String),
+    /// There is no earlier version to go back to.
+    #[error("handler `{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+}
+
+/// Swaps handler versions in the shared registry.
+pub struct Reloader {
+    sandbox: Arc<Sandbox>,
+    registry: SharedRegistry,
+    config: Mutex<LoadedConfig>,
+    previous: Mutex<HashMap<String, Arc<HandlerComponent>>>,
+    /// Serialises swaps, so two triggers never race on the same registry.
+    swapping: Mutex<()>,
+    on_swap: Box<dyn Fn(&HandlerComponent) + Send + Sync>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Reloader {
+    /// A reloader for the registry built from `config`. `on_swap` is called
+    /// with every version that starts serving.
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        registry: SharedRegistry,
+        config: LoadedConfig,
+        on_swap: impl Fn(&HandlerComponent) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sandbox,
+            registry,
+            config: Mutex::new(config),
+            previous: Mutex::default(),
+            swapping: Mutex::new(()),
+            on_swap: Box::new(on_swap),
+        })
+    }
+
+    /// The registry the workers read.
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.registry
+    }
+
+    /// The config currently in force.
+    pub fn config(&self) -> LoadedConfig {
+        lock(&self.config).clone()
+    }
+
+    /// The version a handler would roll back to.
+    pub fn previous(&self, handler: &str) -> Option<Arc<HandlerComponent>> {
+        lock(&self.previous).get(handler).cloned()
+    }
+
+    /// Validates `bytes` as the new version of `handler` and swaps it in.
+    /// The same bytes as the running version change nothing.
+    pub fn swap(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        source: String,
+    ) -> Result<Arc<HandlerComponent>, SwapError> {
+        let config = self.config();
+        let handler_config = config
+            .config
+            .handlers
+            .get(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let _swapping = lock(&self.swapping);
+        let current = self.registry.load().handler(handler).cloned();
+        if let Some(current) = current
+            .as_ref()
+            .filter(|c| c.version() == version_of(bytes))
+        {
+            return Ok(current.clone());
+        }
+        let spec = handler_spec(handler, handler_config, source);
+        let candidate = validate(&self.sandbox, spec, bytes, &handler_config.self_test).map_err(|reason| {
+            tracing::warn!(handler, cause = %reason, "new version rejected; the running version keeps serving");
+            SwapError::Rejected(reason)
+        })?;
+        self.install(candidate.clone(), current);
+        Ok(candidate)
+    }
+
+    /// Puts the version that served before the last swap back in service.
+    pub fn rollback(&self, handler: &str) -> Result<Arc<HandlerComponent>, SwapError> {
+        let _swapping = lock(&self.swapping);
+        let current = self
+            .registry
+            .load()
+            .handler(handler)
+            .cloned()
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let previous = self
+            .previous(handler)
+            .ok_or_else(|| SwapError::NoPrevious(handler.to_string()))?;
+        self.install(previous.clone(), Some(current));
+        Ok(previous)
+    }
+
+    fn install(&self, component: Arc<HandlerComponent>, replaced: Option<Arc<HandlerComponent>>) {
+        let next = self.registry.load().with_handler(component.clone());
+        self.registry.store(Arc::new(next));
+        let from = replaced.as_ref().map(|c| c.version().to_string());
+        if let Some(replaced) = replaced {
+            lock(&self.previous).insert(component.name().to_string(), replaced);
+        }
+        tracing::info!(
+            handler = component.name(),
+            from = from.as_deref().unwrap_or("none"),
+            to = component.version(),
+            source = component.source(),
+            "handler swapped"
+        );
+        (self.on_swap)(&component);
+    }
+
+    /// Re-reads the config file: handlers are added, removed or replaced
+    /// (unchanged ones keep their compiled version) and routes re-built.
+    /// On any error the running config stays in force.
+    pub fn reload_config(&self) -> Result<LoadedConfig, crate::config::ConfigError> {
+        let path = lock(&self.config).path.clone();
+        let fresh = LoadedConfig::load(&path)?;
+        let _swapping = lock(&self.swapping);
+        let current = self.registry.load_full();
+        let next = Registry::load(&fresh, &self.sandbox, Some(&current))?;
+        let mut previous = lock(&self.previous);
+        for (name, component) in next.handlers() {
+            match current.handler(name) {
+                Some(old) if Arc::ptr_eq(old, component) => {}
+                old => {
+                    if let Some(old) = old {
+                        previous.insert(name.to_string(), old.clone());
+                    }
+                    tracing::info!(
+                        handler = name,
+                        to = component.version(),
+                        "handler loaded from the re-read config"
+                    );
+                    (self.on_swap)(component);
+                }
+            }
+        }
+        drop(previous);
+        self.registry.store(Arc::new(next));
+        *lock(&self.config) = fresh.clone();
+        tracing::info!(config = %path.display(), "config re-read");
+        Ok(fresh)
+    }
+
+    /// Watches every handler's file (those with `watch: true`) and swaps in a
+    /// new version once a changed file has settled and validates.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        struct Seen {
+            stamp: (u64, Option<SystemTime>),
+            changed_at: Instant,
+            taken: (u64, Option<SystemTime>),
+        }
+        let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+        let mut rejected: HashMap<String, String> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+            let config = self.config();
+            for (name, handler) in config.config.handlers.iter().filter(|(_, h)| h.watch) {
+                let path = config.plugin_path(handler);
+                let Ok(metadata) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let stamp = (metadata.len(), metadata.modified().ok());
+                let entry = seen.entry(path.clone()).or_insert(Seen {
+                    stamp,
+                    changed_at: Instant::now(),
+                    taken: stamp,
+                });
+                if entry.stamp != stamp {
+                    entry.stamp = stamp;
+                    entry.changed_at = Instant::now();
+                    continue;
+                }
+                if entry.taken == stamp || entry.changed_at.elapsed() < SETTLE {
+                    continue;
+                }
+                entry.taken = stamp;
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let version = version_of(&bytes);
+                if rejected.get(name) == Some(&version) {
+                    continue;
+                }
+                let reloader = self.clone();
+                let (handler, source) = (name.clone(), path.display().to_string());
+                let swapped =
+                    tokio::task::spawn_blocking(move || reloader.swap(&handler, &bytes, source))
+                        .await;
+                match swapped {
+                    Ok(Ok(_)) => {
+                        rejected.remove(name);
+                    }
+                    Ok(Err(_)) => {
+                        rejected.insert(name.clone(), version);
+                    }
+                    Err(err) => tracing::error!(handler = %name, cause = %err, "swap task failed"),
+                }
+            }
+        }
+    }
+}
