@@ -1,0 +1,345 @@
+//! The admin HTTP server: health, Prometheus metrics, and the handler API
+//! (list, inspect, upload a new version, roll back).
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /healthz` | 200 `ok`, or 503 when a stage is not running |
+//! | `GET /metrics` | 200, Prometheus text format |
+//! | `GET /handlers` | 200, JSON array of [`HandlerInfo`] |
+//! | `GET /handlers/{name}` | 200 [`HandlerInfo`], 404 unknown |
+//! | `PUT /handlers/{name}` (body: the `.wasm`) | 200 [`HandlerInfo`] of the new version, 404 unknown, 422 rejected |
+//! | `POST /handlers/{name}/rollback` | 200 [`HandlerInfo`], 404 unknown, 409 no previous version |
+//!
+//! Errors are JSON objects `{"error": "..."}`. With a token configured every
+//! request must carry `Authorization: Bearer <token>`, else 401.
+//!
+//! The server only reads [`Metrics`]: swaps are recorded by the
+//! [`HandlerControl`], which also sees swaps from other sources (a watched
+//! file, a config re-read).
+
+use crate::metrics::Metrics;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The largest component `PUT /handlers/{name}` accepts, in bytes.
+pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+/// The content type of `GET /metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// What the admin server needs from the host to manage handlers.
+///
+/// Implemented by the host's reloader. Uploads and rollbacks run on tokio's
+/// blocking pool, so they may compile; the other methods are called on the
+/// async runtime and must return quickly. The implementation records its
+/// swaps ([`Metrics::handler_swapped`], [`Metrics::set_handler_version`]);
+/// the server does not.
+pub trait HandlerControl: Send + Sync + 'static {
+    /// Every handler's current version.
+    fn handlers(&self) -> Vec<HandlerInfo>;
+    /// Validates the component off the hot path and swaps it in; Err =
+    /// rejected, old version keeps serving.
+    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, ControlError>;
+    /// Brings back the version the current one replaced.
+    fn rollback(&self, handler: &str) -> Result<HandlerInfo, ControlError>;
+    /// Whether the host is healthy (all stages running).
+    fn healthy(&self) -> bool;
+}
+
+/// One handler's current version, as the handler API shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// Handler name from the config.
+    pub name: String,
+    /// Content hash of the component.
+    pub version: String,
+    /// Where the component came from (a file path, or an upload).
+    pub source: String,
+    /// When this version was loaded, RFC 3339 UTC (see [`rfc3339`]).
+    pub loaded_at: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// The version this one replaced, if any.
+    pub previous_version: Option<String>,
+}
+
+/// Why a handler operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No handler has this name (404).
+    #[error("unknown handler `{0}`")]
+    UnknownHandler(String),
+    /// The new version failed validation; the old one keeps serving (422).
+    #[error("{0}")]
+    Rejected(String),
+    /// A rollback was asked for a handler that was never replaced (409).
+    #[error("handler `{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+}
+
+/// `t` in RFC 3339, UTC, to the second: `2024-05-01T12:00:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes, then
+/// finishes the requests in progress and returns.
+///
+/// `token`: when set (and not empty), every request needs
+/// `Authorization: Bearer <token>`.
+///
+/// # Errors
+///
+/// When the listener's address cannot be read or accepting fails for good.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+    control: Arc<dyn HandlerControl>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    let token = token.filter(|token| !token.is_empty());
+    tracing::info!(%address, token = token.is_some(), "admin server listening");
+    axum::serve(listener, router(token, control, metrics))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!(%address, "admin server stopped");
+    Ok(())
+}
+
+#[derive(Clone)]
+struct AppState {
+    control: Arc<dyn HandlerControl>,
+    metrics: Arc<Metrics>,
+}
+
+fn router(
+    token: Option<String>,
+    control: Arc<dyn HandlerControl>,
+    metrics: Arc<Metrics>,
+) -> Router {
+    let token: Option<Arc<[u8]>> = token.map(|token| Arc::from(token.into_bytes()));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/handlers", get(list_handlers))
+        .route("/handlers/{name}", get(show_handler).put(upload_handler))
+        .route("/handlers/{name}/rollback", post(rollback_handler))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(AppState { control, metrics })
+}
+
+/// An error answer: `{"error": message}` with a status.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> Self {
+        let status = match err {
+            ControlError::UnknownHandler(_) => StatusCode::NOT_FOUND,
+            ControlError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ControlError::NoPrevious(_) => StatusCode::CONFLICT,
+        };
+        ApiError(status, err.to_string())
+    }
+}
+
+/// The `{name}` of a handler route; a malformed one is a JSON 400.
+struct HandlerName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for HandlerName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| HandlerName(name))
+            .map_err(|rejection: PathRejection| ApiError(rejection.status(), rejection.body_text()))
+    }
+}
+
+async fn require_token(
+    State(token): State<Option<Arc<[u8]>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| bearer_token(value.as_bytes()));
+    if presented.is_some_and(|presented| constant_time_eq(presented, &expected)) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token".into(),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"stagehost\""),
+    );
+    response
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    Some(value[SCHEME.len()..].trim_ascii())
+}
+
+/// Compares in time that depends on the lengths only, not on where the
+/// contents first differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.control.healthy() {
+        "ok".into_response()
+    } else {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not all stages are running".into(),
+        )
+        .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn list_handlers(State(state): State<AppState>) -> Json<Vec<HandlerInfo>> {
+    Json(state.control.handlers())
+}
+
+async fn show_handler(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    state
+        .control
+        .handlers()
+        .into_iter()
+        .find(|info| info.name == name)
+        .map(Json)
+        .ok_or_else(|| ControlError::UnknownHandler(name).into())
+}
+
+async fn upload_handler(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    let bytes = body.map_err(|rejection| ApiError(rejection.status(), rejection.body_text()))?;
+    let size = bytes.len();
+    tracing::info!(handler = %name, size, "handler upload received");
+    let control = state.control.clone();
+    let handler = name.clone();
+    let outcome = blocking(move || control.upload(&handler, Vec::from(bytes))).await?;
+    answer(&name, "upload", outcome)
+}
+
+async fn rollback_handler(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    let control = state.control.clone();
+    let handler = name.clone();
+    let outcome = blocking(move || control.rollback(&handler)).await?;
+    answer(&name, "rollback", outcome)
+}
+
+/// Runs a handler operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    operation: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(operation).await.map_err(|err| {
+        tracing::error!(cause = %err, "handler operation panicked");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the handler operation failed unexpectedly".into(),
+        )
+    })
+}
+
+/// Logs a refused upload or rollback; the control logs the swaps it makes.
+fn answer(
+    name: &str,
+    action: &'static str,
+    outcome: Result<HandlerInfo, ControlError>,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    outcome.map(Json).map_err(|err| {
+        tracing::info!(handler = %name, action, cause = %err, "admin request refused");
+        err.into()
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_is_utc_to_the_second() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_714_564_800_750);
+        assert_eq!(rfc3339(t), "2024-05-01T12:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_and_compared() {
+        assert_eq!(bearer_token(b"Bearer s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"bearer  s3cret "), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"Basic czNjcmV0"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+    }
+}
