@@ -148,8 +148,16 @@ pub fn consumer(
     bootstrap: &str,
     kafka: &KafkaConfig,
     stage: &StageConfig,
-) -> anyhow::Result<StreamConsumer> {
-    consumer_config(bootstrap, kafka, stage).create().with_context(|| {
+    lag: crate::metrics::LagContext,
+) -> anyhow::Result<StreamConsumer<crate::metrics::LagContext>> {
+    let mut config = consumer_config(bootstrap, kafka, stage);
+    if config.get("statistics.interval.ms").is_none() {
+        config.set(
+            "statistics.interval.ms",
+            crate::metrics::STATISTICS_INTERVAL_MS,
+        );
+    }
+    config.create_with_context(lag).with_context(|| {
         format!(
             "creating the Kafka consumer for stage `{}` (check kafka.properties and kafka.consumer)",
             stage.name

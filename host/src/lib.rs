@@ -67,7 +67,9 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(needs_fuel(&config))?;
     let registry = Registry::load(&config, &sandbox, None)?;
+    let metrics = metrics::Metrics::new();
     for (name, component) in registry.handlers() {
+        metrics.set_handler_version(name, component.version());
         tracing::info!(
             handler = name,
             version = component.version(),
@@ -76,7 +78,19 @@ pub async fn run_with(
         );
     }
     let registry = Arc::new(ArcSwap::from_pointee(registry));
-    let reloader = Reloader::new(sandbox, registry.clone(), config.clone(), |_| {});
+    let swaps = metrics.clone();
+    let reloader = Reloader::new(
+        sandbox,
+        registry.clone(),
+        config.clone(),
+        move |handler, outcome| match outcome {
+            Ok(component) => {
+                swaps.handler_swapped(handler, "applied");
+                swaps.set_handler_version(handler, component.version());
+            }
+            Err(_) => swaps.handler_swapped(handler, "rejected"),
+        },
+    );
 
     let kafka = &config.config.kafka;
     let brokers = kafka::Brokers::connect(kafka)?;
@@ -89,15 +103,35 @@ pub async fn run_with(
         bootstrap,
         producer: producer.clone(),
         registry,
+        metrics: metrics.clone(),
         running: BTreeMap::new(),
         tasks: JoinSet::new(),
         next_id: 0,
     };
     stages.reconcile(&config).await?;
+    reloader.set_healthy(true);
+    let admin_stop = CancellationToken::new();
+    let mut admin_address = None;
+    let mut admin_task = None;
+    if config.config.admin.enabled {
+        let listen = &config.config.admin.listen;
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
+            .await
+            .with_context(|| format!("binding the admin port {listen}"))?;
+        admin_address = Some(listener.local_addr()?);
+        let stopped = admin_stop.clone();
+        admin_task = Some(tokio::spawn(admin::serve(
+            listener,
+            config.config.admin.token.clone(),
+            reloader.clone(),
+            metrics.clone(),
+            async move { stopped.cancelled().await },
+        )));
+    }
     let watcher = tokio::spawn(reloader.clone().watch(stop.clone()));
     tracing::info!(config = %config.path.display(), stages = config.config.stages.len(), "stagehost running");
     ready(Ready {
-        admin: None,
+        admin: admin_address,
         reloader: reloader.clone(),
     });
 
@@ -130,6 +164,7 @@ pub async fn run_with(
             }
         }
     }
+    reloader.set_healthy(false);
     stop.cancel();
     for stage in stages.running.values() {
         stage.stop.cancel();
@@ -155,6 +190,14 @@ pub async fn run_with(
         tracing::error!(cause = %err, "producer flush failed");
     }
     drop(brokers);
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(cause = %format!("{err:#}"), "admin server failed"),
+            Err(err) => tracing::error!(cause = %err, "admin server task failed"),
+        }
+    }
     tracing::info!("stopped");
     outcome
 }
@@ -164,6 +207,7 @@ struct Stages {
     bootstrap: String,
     producer: rdkafka::producer::FutureProducer,
     registry: registry::SharedRegistry,
+    metrics: Arc<metrics::Metrics>,
     running: BTreeMap<String, RunningStage>,
     tasks: JoinSet<(u64, anyhow::Result<()>)>,
     next_id: u64,
@@ -222,7 +266,11 @@ impl Stages {
             kafka::ensure_topics(&self.bootstrap, kafka, &topics).await?;
         }
         for stage_config in new {
-            let consumer = kafka::consumer(&self.bootstrap, kafka, stage_config)?;
+            let lag = metrics::LagContext::new(
+                self.metrics.stage(&stage_config.name),
+                &stage_config.input,
+            );
+            let consumer = kafka::consumer(&self.bootstrap, kafka, stage_config, lag)?;
             let stage = Stage::new(
                 stage_config.clone(),
                 self.registry.clone(),

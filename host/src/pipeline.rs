@@ -10,6 +10,7 @@
 use crate::bindings::{Header as WitHeader, Message, Output};
 use crate::config::{RetryConfig, StageConfig, check_topic};
 use crate::dead_letter::{self, DeadLetter, Source};
+use crate::metrics::{LagContext, StageMetrics};
 use crate::registry::SharedRegistry;
 use crate::sandbox::{HandlerFailure, HandlerInstance};
 use futures::future::BoxFuture;
@@ -21,7 +22,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,8 @@ pub struct Stage {
     config: StageConfig,
     registry: SharedRegistry,
     producer: FutureProducer,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagContext>,
+    metrics: StageMetrics,
     drain_timeout: Duration,
     /// Cancelled when the drain timeout passes: undeliverable records are
     /// then left uncommitted (to be consumed again) instead of retried.
@@ -59,10 +61,11 @@ impl Stage {
         config: StageConfig,
         registry: SharedRegistry,
         producer: FutureProducer,
-        consumer: StreamConsumer,
+        consumer: StreamConsumer<LagContext>,
         drain_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
+            metrics: consumer.context().stage().clone(),
             config,
             registry,
             producer,
@@ -94,7 +97,10 @@ impl Stage {
                 received = self.consumer.recv() => received,
             };
             let message = match received {
-                Ok(message) => message.detach(),
+                Ok(message) => {
+                    self.metrics.message_in();
+                    message.detach()
+                }
                 Err(err) => {
                     tracing::warn!(stage, cause = %err, "consumer error; continuing");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -293,13 +299,21 @@ impl Stage {
                     instances.remove(name);
                     match component.instantiate() {
                         Ok(instance) => instances.entry(name.to_string()).or_insert(instance),
-                        Err(failure) => break Err(failure),
+                        Err(failure) => {
+                            self.metrics.handler_error(name, failure.kind());
+                            break Err(failure);
+                        }
                     }
                 }
             };
-            match instance.handle(&input) {
+            let started = Instant::now();
+            let handled = instance.handle(&input);
+            self.metrics
+                .handler_latency(name, started.elapsed().as_secs_f64());
+            match handled {
                 Ok(outputs) => break Ok(outputs),
                 Err(failure) => {
+                    self.metrics.handler_error(name, failure.kind());
                     if failure.poisons_instance() {
                         instances.remove(name);
                     }
@@ -316,7 +330,10 @@ impl Stage {
         };
         let letter = match outputs {
             Ok(outputs) => match self.output_records(message, outputs, name, component.version()) {
-                Ok(records) => return Ok(records),
+                Ok(records) => {
+                    self.metrics.outputs(name, records.len() as u64);
+                    return Ok(records);
+                }
                 Err(reason) => DeadLetter {
                     kind: "invalid-output",
                     reason,
@@ -392,6 +409,7 @@ impl Stage {
     }
 
     fn log_dead_letter(&self, message: &OwnedMessage, letter: &DeadLetter) {
+        self.metrics.dead_lettered(letter.kind);
         tracing::warn!(
             stage = %self.config.name,
             kind = letter.kind,

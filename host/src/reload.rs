@@ -8,11 +8,13 @@
 //! taken after the store sees the new one. A rejected candidate leaves the
 //! old version serving and is logged once.
 
+use crate::admin::{self, ControlError, HandlerControl, HandlerInfo};
 use crate::config::LoadedConfig;
 use crate::registry::{Registry, SharedRegistry, handler_spec, validate};
 use crate::sandbox::{HandlerComponent, Sandbox, version_of};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,10 @@ pub enum SwapError {
     NoPrevious(String),
 }
 
+/// Told of every swap: the handler, and the version that now serves or why
+/// the candidate was rejected.
+pub type OnSwap = dyn Fn(&str, Result<&HandlerComponent, &str>) + Send + Sync;
+
 /// Swaps handler versions in the shared registry.
 pub struct Reloader {
     sandbox: Arc<Sandbox>,
@@ -45,7 +51,8 @@ pub struct Reloader {
     previous: Mutex<HashMap<String, Arc<HandlerComponent>>>,
     /// Serialises swaps, so two triggers never race on the same registry.
     swapping: Mutex<()>,
-    on_swap: Box<dyn Fn(&HandlerComponent) + Send + Sync>,
+    on_swap: Box<OnSwap>,
+    healthy: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,7 +68,7 @@ impl Reloader {
         sandbox: Arc<Sandbox>,
         registry: SharedRegistry,
         config: LoadedConfig,
-        on_swap: impl Fn(&HandlerComponent) + Send + Sync + 'static,
+        on_swap: impl Fn(&str, Result<&HandlerComponent, &str>) + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             sandbox,
@@ -70,6 +77,7 @@ impl Reloader {
             previous: Mutex::default(),
             swapping: Mutex::new(()),
             on_swap: Box::new(on_swap),
+            healthy: AtomicBool::new(false),
         })
     }
 
@@ -113,6 +121,7 @@ impl Reloader {
         let spec = handler_spec(handler, handler_config, source);
         let candidate = validate(&self.sandbox, spec, bytes, &handler_config.self_test).map_err(|reason| {
             tracing::warn!(handler, cause = %reason, "new version rejected; the running version keeps serving");
+            (self.on_swap)(handler, Err(&reason));
             SwapError::Rejected(reason)
         })?;
         self.install(candidate.clone(), current);
@@ -149,7 +158,7 @@ impl Reloader {
             source = component.source(),
             "handler swapped"
         );
-        (self.on_swap)(&component);
+        (self.on_swap)(component.name(), Ok(&component));
     }
 
     /// Re-reads the config file: handlers are added, removed or replaced
@@ -174,7 +183,7 @@ impl Reloader {
                         to = component.version(),
                         "handler loaded from the re-read config"
                     );
-                    (self.on_swap)(component);
+                    (self.on_swap)(name, Ok(component));
                 }
             }
         }
@@ -244,5 +253,59 @@ impl Reloader {
                 }
             }
         }
+    }
+}
+
+impl Reloader {
+    /// Marks the host healthy (all stages running) or not, for `/healthz`.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    fn info(&self, component: &HandlerComponent) -> HandlerInfo {
+        HandlerInfo {
+            name: component.name().to_string(),
+            version: component.version().to_string(),
+            source: component.source().to_string(),
+            loaded_at: admin::rfc3339(component.loaded_at()),
+            size: component.size(),
+            previous_version: self
+                .previous(component.name())
+                .map(|previous| previous.version().to_string()),
+        }
+    }
+}
+
+impl From<SwapError> for ControlError {
+    fn from(err: SwapError) -> Self {
+        match err {
+            SwapError::UnknownHandler(name) => ControlError::UnknownHandler(name),
+            SwapError::Rejected(reason) => ControlError::Rejected(reason),
+            SwapError::NoPrevious(name) => ControlError::NoPrevious(name),
+        }
+    }
+}
+
+impl HandlerControl for Reloader {
+    fn handlers(&self) -> Vec<HandlerInfo> {
+        let registry = self.registry.load();
+        registry
+            .handlers()
+            .map(|(_, component)| self.info(component))
+            .collect()
+    }
+
+    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, ControlError> {
+        let component = self.swap(handler, &bytes, "upload".to_string())?;
+        Ok(self.info(&component))
+    }
+
+    fn rollback(&self, handler: &str) -> Result<HandlerInfo, ControlError> {
+        let component = Reloader::rollback(self, handler)?;
+        Ok(self.info(&component))
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 }

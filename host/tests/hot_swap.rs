@@ -29,7 +29,7 @@ fn swappable_yaml(topics: &Topics, dir: &Path, self_test: &str) -> String {
     )
 }
 
-async fn start(yaml: String) -> (RunningHost, Arc<Reloader>) {
+async fn start(yaml: String) -> (RunningHost, Arc<Reloader>, std::net::SocketAddr) {
     let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
     let host = RunningHost::start_with(config_from(yaml), move |ready| {
         let _ = ready_tx.send(ready);
@@ -38,7 +38,11 @@ async fn start(yaml: String) -> (RunningHost, Arc<Reloader>) {
         .await
         .expect("host ready")
         .expect("host started");
-    (host, ready.reloader)
+    (
+        host,
+        ready.reloader,
+        ready.admin.expect("admin port enabled"),
+    )
 }
 
 fn temp_dir(prefix: &str) -> std::path::PathBuf {
@@ -74,7 +78,7 @@ async fn swaps_under_load_lose_and_repeat_nothing() {
     const KEYS: u64 = 12;
     let topics = Topics::new();
     let dir = temp_dir("swap-load");
-    let (host, reloader) = start(swappable_yaml(&topics, &dir, "")).await;
+    let (host, reloader, admin) = start(swappable_yaml(&topics, &dir, "")).await;
 
     // Versions in swap order, and what each computes for x, y = 1.
     let read_bytes = |target: &str, name: &str| std::fs::read(plugin(target, name)).unwrap();
@@ -116,12 +120,16 @@ async fn swaps_under_load_lose_and_repeat_nothing() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     std::fs::write(dir.join("add.wasm"), &steps[1].0).unwrap();
     until_serving(&reloader, &versions[1]).await;
-    // 2: by the API.
+    // 2: by the admin API.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let swapped = reloader
-        .swap("add", &steps[2].0, "upload".into())
-        .expect("valid upload");
-    assert_eq!(swapped.version(), versions[2]);
+    let (status, body) = http(admin, "PUT", "/handlers/add", None, &steps[2].0).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&versions[2]), "{body}");
+    let (_, listed) = http(admin, "GET", "/handlers", None, b"").await;
+    assert!(
+        listed.contains(&versions[2]) && listed.contains(&versions[1]),
+        "current and previous: {listed}"
+    );
     // 3: by file, replaced atomically with a rename.
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(dir.join("add.wasm.tmp"), &steps[3].0).unwrap();
@@ -190,7 +198,7 @@ async fn invalid_candidates_are_rejected_while_traffic_flows() {
     let topics = Topics::new();
     let dir = temp_dir("swap-invalid");
     let self_test = "    self_test:\n      - input: {x: 5, y: 2}\n        output: {x: 5, y: 2, result: 7}\n      - input: {x: five}\n        error: invalid-input\n";
-    let (host, reloader) = start(swappable_yaml(&topics, &dir, self_test)).await;
+    let (host, reloader, admin) = start(swappable_yaml(&topics, &dir, self_test)).await;
     let original = registry_version(&reloader, "add").await;
     let producer = producer();
     let send_some = |from: u64| {
@@ -227,8 +235,18 @@ async fn invalid_candidates_are_rejected_while_traffic_flows() {
     );
     let reason = rejected(reloader.swap("add", &empty_component, "upload".into()));
     assert!(reason.contains("does not implement"), "{reason}");
-    let reason = rejected(reloader.swap("add", &subtract, "upload".into()));
-    assert!(reason.contains("self-test case 1 failed"), "{reason}");
+    let (status, body) = http(admin, "PUT", "/handlers/add", None, &subtract).await;
+    assert_eq!(
+        status, 422,
+        "a failing self-test is rejected through the API: {body}"
+    );
+    assert!(body.contains("self-test case 1 failed"), "{body}");
+    let (status, metrics) = http(admin, "GET", "/metrics", None, b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("stagehost_handler_swaps_total"),
+        "{metrics}"
+    );
     let reason = rejected(reloader.swap("add", &add[..add.len() - 100], "upload".into()));
     assert!(reason.contains("not a valid"), "{reason}");
     assert!(matches!(
@@ -254,8 +272,10 @@ async fn invalid_candidates_are_rejected_while_traffic_flows() {
         .swap("add", &other_build, "upload".into())
         .expect("valid");
     assert_ne!(upgraded.version(), original);
-    let back = reloader.rollback("add").expect("rollback");
-    assert_eq!(back.version(), original);
+    let (status, body) = http(admin, "POST", "/handlers/add/rollback", None, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&original), "{body}");
+    assert_eq!(registry_version(&reloader, "add").await, original);
     send_some(60).await;
 
     let results = read(&topics.output, 80, WAIT, Duration::from_secs(2)).await;

@@ -628,6 +628,93 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     }
 }
 
+impl LoadedConfig {
+    /// The resolved pipeline, defaults filled in, as `host check` prints it.
+    pub fn plan(&self) -> String {
+        use fmt::Write as _;
+        let config = &self.config;
+        let mut out = String::new();
+        let kafka = &config.kafka;
+        let _ = writeln!(out, "brokers: {}", kafka.brokers);
+        if kafka.topics.create {
+            let _ = writeln!(
+                out,
+                "missing topics are created with {} partition(s), replication factor {}",
+                kafka.topics.partitions, kafka.topics.replication_factor
+            );
+        }
+        for (scope, properties) in [
+            ("all clients", &kafka.properties),
+            ("consumers", &kafka.consumer),
+            ("producers", &kafka.producer),
+        ] {
+            for (key, value) in properties {
+                let _ = writeln!(out, "property for {scope}: {key}={value}");
+            }
+        }
+        if config.admin.enabled {
+            let token = if config.admin.token.is_some() {
+                "required"
+            } else {
+                "none"
+            };
+            let _ = writeln!(out, "admin port: {} (token: {token})", config.admin.listen);
+        }
+        for (name, handler) in &config.handlers {
+            let limits = handler.limits;
+            let fuel = limits
+                .fuel
+                .map(|f| format!(", fuel {f}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "handler {name}: {} (memory {} MiB, timeout {} ms{fuel})",
+                handler.path.display(),
+                limits.memory_mib,
+                limits.timeout_ms
+            );
+            for (key, value) in &handler.settings {
+                let _ = writeln!(out, "  setting {key}={value}");
+            }
+            if !handler.watch {
+                let _ = writeln!(out, "  file not watched");
+            }
+            if !handler.self_test.is_empty() {
+                let _ = writeln!(out, "  self-test: {} case(s)", handler.self_test.len());
+            }
+        }
+        for stage in &config.stages {
+            let _ = writeln!(
+                out,
+                "stage {}: {} -> {} (dead letters: {}; group {})",
+                stage.name,
+                stage.input,
+                stage.output,
+                stage.dead_letter,
+                stage.group_id(kafka)
+            );
+            match (&stage.handler, &stage.route) {
+                (Some(handler), _) => {
+                    let _ = writeln!(out, "  every message -> {handler}");
+                }
+                (None, Some(route)) => {
+                    for (value, handler) in &route.to {
+                        let _ = writeln!(out, "  {} = {value:?} -> {handler}", route.field);
+                    }
+                }
+                (None, None) => {}
+            }
+            let retry = stage.retry;
+            let _ = writeln!(
+                out,
+                "  transient errors: {} attempt(s), backoff {}..{} ms",
+                retry.max_attempts, retry.initial_backoff_ms, retry.max_backoff_ms
+            );
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,78 +748,5 @@ mod tests {
         assert!(check_topic("has space").is_err());
         assert!(check_topic("..").is_err());
         assert!(check_topic(&"x".repeat(250)).is_err());
-    }
-}
-
-impl LoadedConfig {
-    /// The resolved pipeline, defaults filled in, as `host check` prints it.
-    pub fn plan(&self) -> String {
-        use fmt::Write as _;
-        let config = &self.config;
-        let mut out = String::new();
-        let kafka = &config.kafka;
-        let _ = writeln!(out, "brokers: {}", kafka.brokers);
-        if kafka.topics.create {
-            let _ = writeln!(
-                out,
-                "missing topics are created with {} partition(s), replication factor {}",
-                kafka.topics.partitions, kafka.topics.replication_factor
-            );
-        }
-        for (scope, properties) in [
-            ("all clients", &kafka.properties),
-            ("consumers", &kafka.consumer),
-            ("producers", &kafka.producer),
-        ] {
-            for (key, value) in properties {
-                let _ = writeln!(out, "property for {scope}: {key}={value}");
-            }
-        }
-        for (name, handler) in &config.handlers {
-            let limits = handler.limits;
-            let fuel = limits
-                .fuel
-                .map(|f| format!(", fuel {f}"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "handler {name}: {} (memory {} MiB, timeout {} ms{fuel})",
-                handler.path.display(),
-                limits.memory_mib,
-                limits.timeout_ms
-            );
-            for (key, value) in &handler.settings {
-                let _ = writeln!(out, "  setting {key}={value}");
-            }
-        }
-        for stage in &config.stages {
-            let _ = writeln!(
-                out,
-                "stage {}: {} -> {} (dead letters: {}; group {})",
-                stage.name,
-                stage.input,
-                stage.output,
-                stage.dead_letter,
-                stage.group_id(kafka)
-            );
-            match (&stage.handler, &stage.route) {
-                (Some(handler), _) => {
-                    let _ = writeln!(out, "  every message -> {handler}");
-                }
-                (None, Some(route)) => {
-                    for (value, handler) in &route.to {
-                        let _ = writeln!(out, "  {} = {value:?} -> {handler}", route.field);
-                    }
-                }
-                (None, None) => {}
-            }
-            let retry = stage.retry;
-            let _ = writeln!(
-                out,
-                "  transient errors: {} attempt(s), backoff {}..{} ms",
-                retry.max_attempts, retry.initial_backoff_ms, retry.max_backoff_ms
-            );
-        }
-        out
     }
 }

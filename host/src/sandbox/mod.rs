@@ -117,6 +117,9 @@ impl Sandbox {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
+        // Compile on one thread: a hot swap compiles while messages flow, and
+        // on a small machine parallel compilation would take every core from them.
+        config.parallel_compilation(false);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
