@@ -66,7 +66,7 @@ pub async fn run_with(
     ready: impl FnOnce(Ready),
 ) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(needs_fuel(&config))?;
-    let registry = Registry::load(&config, &sandbox, None)?;
+    let registry = tokio::task::block_in_place(|| Registry::load(&config, &sandbox, None))?;
     let metrics = metrics::Metrics::new();
     for (name, component) in registry.handlers() {
         metrics.set_handler_version(name, component.version());

@@ -28,7 +28,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             stagehost::run(config, shutdown_signal()).await
         }
         Command::Check { config } => {
-            print!("{}", commands::check(&config)?);
+            // Guest code may block on the runtime (WASI output): keep it off the async context.
+            let plan = tokio::task::spawn_blocking(move || commands::check(&config)).await??;
+            print!("{plan}");
             Ok(())
         }
         Command::Send {
@@ -54,7 +56,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Plugin {
             command: PluginCommand::Inspect { path },
         } => {
-            print!("{}", commands::inspect(&path)?);
+            let report = tokio::task::spawn_blocking(move || commands::inspect(&path)).await??;
+            print!("{report}");
             Ok(())
         }
     }

@@ -6,6 +6,11 @@
 //! parallel while one partition's outputs are produced in input order. A
 //! worker keeps one reusable instance per handler and replaces it when the
 //! registry holds a newer version or the instance trapped.
+//!
+//! Guest code runs inside `block_in_place`: WASI's synchronous host calls
+//! (a guest writing to stdout, say) block on the runtime, which tokio only
+//! allows outside its worker context. The host therefore needs the
+//! multi-threaded runtime.
 
 use crate::bindings::{Header as WitHeader, Message, Output};
 use crate::config::{RetryConfig, StageConfig, check_topic};
@@ -297,7 +302,7 @@ impl Stage {
                 Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
                 _ => {
                     instances.remove(name);
-                    match component.instantiate() {
+                    match tokio::task::block_in_place(|| component.instantiate()) {
                         Ok(instance) => instances.entry(name.to_string()).or_insert(instance),
                         Err(failure) => {
                             self.metrics.handler_error(name, failure.kind());
@@ -307,7 +312,7 @@ impl Stage {
                 }
             };
             let started = Instant::now();
-            let handled = instance.handle(&input);
+            let handled = tokio::task::block_in_place(|| instance.handle(&input));
             self.metrics
                 .handler_latency(name, started.elapsed().as_secs_f64());
             match handled {
