@@ -18,6 +18,7 @@
 //! file, a config re-read).
 
 use crate::metrics::Metrics;
+use crate::reload::SwapError;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -49,9 +50,9 @@ pub trait HandlerControl: Send + Sync + 'static {
     fn handlers(&self) -> Vec<HandlerInfo>;
     /// Validates the component off the hot path and swaps it in; Err =
     /// rejected, old version keeps serving.
-    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, ControlError>;
+    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError>;
     /// Brings back the version the current one replaced.
-    fn rollback(&self, handler: &str) -> Result<HandlerInfo, ControlError>;
+    fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError>;
     /// Whether the host is healthy (all stages running).
     fn healthy(&self) -> bool;
 }
@@ -71,20 +72,6 @@ pub struct HandlerInfo {
     pub size: usize,
     /// The version this one replaced, if any.
     pub previous_version: Option<String>,
-}
-
-/// Why a handler operation did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// No handler has this name (404).
-    #[error("unknown handler `{0}`")]
-    UnknownHandler(String),
-    /// The new version failed validation; the old one keeps serving (422).
-    #[error("{0}")]
-    Rejected(String),
-    /// A rollback was asked for a handler that was never replaced (409).
-    #[error("handler `{0}` has no previous version to roll back to")]
-    NoPrevious(String),
 }
 
 /// `t` in RFC 3339, UTC, to the second: `2024-05-01T12:00:00Z`.
@@ -152,12 +139,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<ControlError> for ApiError {
-    fn from(err: ControlError) -> Self {
+impl From<SwapError> for ApiError {
+    fn from(err: SwapError) -> Self {
         let status = match err {
-            ControlError::UnknownHandler(_) => StatusCode::NOT_FOUND,
-            ControlError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ControlError::NoPrevious(_) => StatusCode::CONFLICT,
+            SwapError::UnknownHandler(_) => StatusCode::NOT_FOUND,
+            SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SwapError::NoPrevious(_) => StatusCode::CONFLICT,
         };
         ApiError(status, err.to_string())
     }
@@ -257,7 +244,7 @@ async fn show_handler(
         .into_iter()
         .find(|info| info.name == name)
         .map(Json)
-        .ok_or_else(|| ControlError::UnknownHandler(name).into())
+        .ok_or_else(|| SwapError::UnknownHandler(name).into())
 }
 
 async fn upload_handler(
@@ -301,7 +288,7 @@ async fn blocking<T: Send + 'static>(
 fn answer(
     name: &str,
     action: &'static str,
-    outcome: Result<HandlerInfo, ControlError>,
+    outcome: Result<HandlerInfo, SwapError>,
 ) -> Result<Json<HandlerInfo>, ApiError> {
     outcome.map(Json).map_err(|err| {
         tracing::info!(handler = %name, action, cause = %err, "admin request refused");

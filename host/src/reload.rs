@@ -8,7 +8,7 @@
 //! taken after the store sees the new one. A rejected candidate leaves the
 //! old version serving and is logged once.
 
-use crate::admin::{self, ControlError, HandlerControl, HandlerInfo};
+use crate::admin::{self, HandlerControl, HandlerInfo};
 use crate::config::LoadedConfig;
 use crate::registry::{Registry, SharedRegistry, handler_spec, validate};
 use crate::sandbox::{HandlerComponent, Sandbox, version_of};
@@ -25,7 +25,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// file still being written is not taken.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// Why a swap did not happen.
+/// Why a swap did not happen. The admin API answers 404, 422 and 409.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SwapError {
     /// No handler of that name is configured.
@@ -194,6 +194,18 @@ impl Reloader {
         Ok(fresh)
     }
 
+    /// The handlers whose files are watched, with their paths.
+    fn watched_files(&self) -> Vec<(String, PathBuf)> {
+        let config = lock(&self.config);
+        config
+            .config
+            .handlers
+            .iter()
+            .filter(|(_, handler)| handler.watch)
+            .map(|(name, handler)| (name.clone(), config.plugin_path(handler)))
+            .collect()
+    }
+
     /// Watches every handler's file (those with `watch: true`) and swaps in a
     /// new version once a changed file has settled and validates.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
@@ -209,10 +221,8 @@ impl Reloader {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
-            let config = self.config();
-            for (name, handler) in config.config.handlers.iter().filter(|(_, h)| h.watch) {
-                let path = config.plugin_path(handler);
-                let Ok(metadata) = std::fs::metadata(&path) else {
+            for (name, path) in &self.watched_files() {
+                let Ok(metadata) = std::fs::metadata(path) else {
                     continue;
                 };
                 let stamp = (metadata.len(), metadata.modified().ok());
@@ -230,7 +240,7 @@ impl Reloader {
                     continue;
                 }
                 entry.taken = stamp;
-                let Ok(bytes) = std::fs::read(&path) else {
+                let Ok(bytes) = std::fs::read(path) else {
                     continue;
                 };
                 let version = version_of(&bytes);
@@ -276,16 +286,6 @@ impl Reloader {
     }
 }
 
-impl From<SwapError> for ControlError {
-    fn from(err: SwapError) -> Self {
-        match err {
-            SwapError::UnknownHandler(name) => ControlError::UnknownHandler(name),
-            SwapError::Rejected(reason) => ControlError::Rejected(reason),
-            SwapError::NoPrevious(name) => ControlError::NoPrevious(name),
-        }
-    }
-}
-
 impl HandlerControl for Reloader {
     fn handlers(&self) -> Vec<HandlerInfo> {
         let registry = self.registry.load();
@@ -295,12 +295,12 @@ impl HandlerControl for Reloader {
             .collect()
     }
 
-    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, ControlError> {
+    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError> {
         let component = self.swap(handler, &bytes, "upload".to_string())?;
         Ok(self.info(&component))
     }
 
-    fn rollback(&self, handler: &str) -> Result<HandlerInfo, ControlError> {
+    fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
         let component = Reloader::rollback(self, handler)?;
         Ok(self.info(&component))
     }

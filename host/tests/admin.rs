@@ -2,8 +2,9 @@
 //! every route and status code, bearer-token checks, the upload size limit,
 //! the swap metrics and graceful shutdown. No Kafka and no wasm needed.
 
-use stagehost::admin::{self, ControlError, HandlerControl, HandlerInfo};
+use stagehost::admin::{self, HandlerControl, HandlerInfo};
 use stagehost::metrics::Metrics;
+use stagehost::reload::SwapError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,17 +74,17 @@ impl HandlerControl for FakeControl {
             .collect()
     }
 
-    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, ControlError> {
+    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError> {
         if std::thread::current().id() == self.runtime_thread {
             self.uploads_on_runtime_thread.store(true, Ordering::SeqCst);
         }
         let mut versions = self.versions.lock().unwrap();
         let history = versions
             .get_mut(handler)
-            .ok_or_else(|| ControlError::UnknownHandler(handler.to_string()))?;
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
         if !bytes.starts_with(WASM_MAGIC) {
             self.metrics.handler_swapped(handler, "rejected");
-            return Err(ControlError::Rejected(format!(
+            return Err(SwapError::Rejected(format!(
                 "handler `{handler}`: not a valid WebAssembly component"
             )));
         }
@@ -101,13 +102,13 @@ impl HandlerControl for FakeControl {
         Ok(new)
     }
 
-    fn rollback(&self, handler: &str) -> Result<HandlerInfo, ControlError> {
+    fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
         let mut versions = self.versions.lock().unwrap();
         let history = versions
             .get_mut(handler)
-            .ok_or_else(|| ControlError::UnknownHandler(handler.to_string()))?;
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
         if history.len() < 2 {
-            return Err(ControlError::NoPrevious(handler.to_string()));
+            return Err(SwapError::NoPrevious(handler.to_string()));
         }
         history.pop();
         let back = history.last().unwrap().clone();

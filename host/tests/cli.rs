@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 fn host(args: &[&str]) -> Output {
@@ -121,20 +121,7 @@ fn send_and_tail_round_trip_on_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_processes_and_stops_cleanly_on_sigterm() {
     let topics = Topics::new();
-    let dir = std::env::temp_dir().join(unique("stagehost-run"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = calculator_yaml(&topics, 1).replace(
-        "path: target/",
-        &format!("path: {}/target/", repo_root().display()),
-    );
-    let config = dir.join("config.yml");
-    std::fs::write(&config, yaml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["run", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, _, _) = spawn_host(&topics);
 
     let producer = producer();
     send(
@@ -154,15 +141,8 @@ async fn run_processes_and_stops_cleanly_on_sigterm() {
     .await;
     assert_eq!(results[0].json()["result"], 3);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    signal(&child, "TERM");
+    let out = wait_output(child).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(

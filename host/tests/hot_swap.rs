@@ -13,7 +13,6 @@ use stagehost::reload::{Reloader, SwapError};
 use stagehost::sandbox::{HandlerComponent, version_of};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -295,21 +294,7 @@ async fn invalid_candidates_are_rejected_while_traffic_flows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_re_reads_the_config_and_re_routes() {
     let topics = Topics::new();
-    let dir = temp_dir("sighup");
-    let root = repo_root();
-    let yaml = calculator_yaml(&topics, 1).replace(
-        "path: target/",
-        &format!("path: {}/target/", root.display()),
-    );
-    let config = dir.join("config.yml");
-    std::fs::write(&config, &yaml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["run", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
+    let (child, config, yaml) = spawn_host(&topics);
     let producer = producer();
     let plus = br#"{"operation": "plus", "x": 5, "y": 2}"#;
     send(&producer, &topics.input, Some("before"), plus, &[]).await;
@@ -322,22 +307,10 @@ async fn sighup_re_reads_the_config_and_re_routes() {
         "        sum: subtract\n        plus: add\n",
     );
     std::fs::write(&config, &rerouted).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "HUP");
     tokio::time::sleep(Duration::from_secs(2)).await;
     std::fs::write(&config, rerouted.replace("dead_letter:", "dead_lettr:")).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "HUP");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     send(&producer, &topics.input, Some("plus"), plus, &[]).await;
@@ -350,17 +323,8 @@ async fn sighup_re_reads_the_config_and_re_routes() {
     )
     .await;
     let results = read(&topics.output, 2, WAIT, Duration::from_secs(1)).await;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    signal(&child, "TERM");
+    let out = wait_output(child).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(

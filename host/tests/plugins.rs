@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::plugin;
+use common::{plugin, wit_message};
 use serde_json::{Value, json};
-use stagehost::bindings::Message;
 use stagehost::config::Limits;
 use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox};
 
@@ -29,15 +28,7 @@ fn instance(target: &str, name: &str) -> HandlerInstance {
 }
 
 fn call(instance: &mut HandlerInstance, input: &str) -> Result<Value, HandlerFailure> {
-    let message = Message {
-        topic: "t".into(),
-        partition: 0,
-        offset: 0,
-        key: None,
-        value: input.as_bytes().to_vec(),
-        headers: Vec::new(),
-        timestamp: None,
-    };
+    let message = wit_message(input.as_bytes().to_vec());
     let outputs = instance.handle(&message)?;
     assert_eq!(outputs.len(), 1, "one output per message");
     assert!(outputs[0].topic.is_none() && outputs[0].key.is_none());

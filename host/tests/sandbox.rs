@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use stagehost::bindings::Message;
 use stagehost::config::Limits;
 use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox};
 use std::time::Duration;
@@ -36,15 +35,7 @@ fn hostile(limits: Limits) -> HandlerInstance {
 }
 
 fn call(instance: &mut HandlerInstance, input: Value) -> Result<Value, HandlerFailure> {
-    let message = Message {
-        topic: "t".into(),
-        partition: 0,
-        offset: 0,
-        key: None,
-        value: input.to_string().into_bytes(),
-        headers: Vec::new(),
-        timestamp: None,
-    };
+    let message = wit_message(input.to_string().into_bytes());
     let outputs = instance.handle(&message)?;
     Ok(serde_json::from_slice(&outputs[0].value).unwrap())
 }

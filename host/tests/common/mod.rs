@@ -343,3 +343,54 @@ pub async fn http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// The `host` binary running a calculator config on `topics`, written (with
+/// absolute plugin paths) to a fresh directory. Returns the process, the
+/// config file and its text.
+pub fn spawn_host(topics: &Topics) -> (std::process::Child, PathBuf, String) {
+    let dir = std::env::temp_dir().join(unique("stagehost-run"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = calculator_yaml(topics, 1).replace(
+        "path: target/",
+        &format!("path: {}/target/", repo_root().display()),
+    );
+    let config = dir.join("config.yml");
+    std::fs::write(&config, &yaml).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, config, yaml)
+}
+
+/// Sends a signal (`HUP`, `TERM`, …) to a process.
+pub fn signal(process: &std::process::Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{signal}"), process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} failed");
+}
+
+/// Waits for a process in a blocking task and returns its output.
+pub async fn wait_output(process: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || process.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A message as a handler receives it, with only a value.
+pub fn wit_message(value: Vec<u8>) -> stagehost::bindings::Message {
+    stagehost::bindings::Message {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        value,
+        headers: Vec::new(),
+        timestamp: None,
+    }
+}
