@@ -4,6 +4,7 @@
 #
 #   scripts/kafka.sh up       start the broker (or cluster) unless its port already answers
 #   scripts/kafka.sh down     stop the broker(s) this script started
+#   scripts/kafka.sh kill [NODE]   SIGKILL node NODE (default 1), as a crash would; `up` restarts it
 #   scripts/kafka.sh status   say whether the broker(s) answer; exit 0 only if all do
 #   scripts/kafka.sh logs [-f] [N]   last N (default 100) lines of the broker log, -f to follow
 #   scripts/kafka.sh classpath       print the classpath of the broker and its tools
@@ -498,6 +499,18 @@ cmd_up() {
     done
 }
 
+# SIGKILL node $1 (default 1) without any shutdown, for fault tests.
+cmd_kill() {
+    local node=${1:-1} pid
+    [[ "$node" =~ ^[1-9][0-9]*$ ]] && ((node <= nodes)) || die "no node '$node' (KAFKA_NODES=$nodes)"
+    take_lock
+    pid=$(running_pid "$node") || die "node $node is not running"
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    rm -f "$(node_dir "$node")/broker.pid"
+    say "killed node $node (pid $pid) with SIGKILL"
+}
+
 cmd_down() {
     local i any=0
     take_lock
@@ -568,6 +581,7 @@ main() {
     case $cmd in
     up) cmd_up ;;
     down | stop) cmd_down ;;
+    kill) cmd_kill "$@" ;;
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     classpath)

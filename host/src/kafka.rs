@@ -1,8 +1,9 @@
 //! Kafka clients as the config describes them: the shared producer (acks=all,
 //! idempotent), one consumer per stage (offsets stored only after the work is
-//! done), topic creation, and the embedded in-memory development broker.
+//! done), a transactional producer per stage in exactly-once mode, topic
+//! creation, and the embedded in-memory development broker.
 
-use crate::config::{EMBEDDED_BROKERS, KafkaConfig, StageConfig};
+use crate::config::{Delivery, EMBEDDED_BROKERS, KafkaConfig, StageConfig};
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -129,7 +130,12 @@ pub fn consumer_config(bootstrap: &str, kafka: &KafkaConfig, stage: &StageConfig
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("isolation.level", "read_committed");
+    if kafka.delivery == Delivery::ExactlyOnce {
+        // Offsets are committed inside each stage's transactions.
+        config.set("enable.auto.commit", "false");
+    }
     for (key, value) in kafka.properties.iter().chain(&kafka.consumer) {
         config.set(key, value.to_string());
     }
@@ -141,6 +147,33 @@ pub fn producer(bootstrap: &str, kafka: &KafkaConfig) -> anyhow::Result<FuturePr
     producer_config(bootstrap, kafka)
         .create()
         .context("creating the Kafka producer (check kafka.properties and kafka.producer)")
+}
+
+/// Creates a stage's own transactional producer (exactly-once mode); the
+/// stage initialises it before its first transaction.
+pub fn transactional_producer(
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    stage: &StageConfig,
+) -> anyhow::Result<FutureProducer> {
+    let mut config = producer_config(bootstrap, kafka);
+    config.set("transactional.id", kafka.transactional_id(&stage.name));
+    // librdkafka requires a delivery timeout within the transaction timeout.
+    let transaction_timeout = config
+        .get("transaction.timeout.ms")
+        .unwrap_or("60000")
+        .to_string();
+    let user_set =
+        |key: &str| kafka.properties.contains_key(key) || kafka.producer.contains_key(key);
+    if !user_set("message.timeout.ms") {
+        config.set("message.timeout.ms", transaction_timeout);
+    }
+    config.create().with_context(|| {
+        format!(
+            "creating the transactional producer for stage `{}` (check kafka.properties and kafka.producer)",
+            stage.name
+        )
+    })
 }
 
 /// Creates a stage's consumer (not yet subscribed).

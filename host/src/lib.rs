@@ -19,7 +19,7 @@ pub mod sandbox;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use config::{LoadedConfig, StageConfig};
+use config::{Delivery, LoadedConfig, StageConfig};
 use pipeline::Stage;
 use registry::Registry;
 use reload::Reloader;
@@ -271,12 +271,20 @@ impl Stages {
                 &stage_config.input,
             );
             let consumer = kafka::consumer(&self.bootstrap, kafka, stage_config, lag)?;
+            let (producer, transaction_interval) = match kafka.delivery {
+                Delivery::AtLeastOnce => (self.producer.clone(), None),
+                Delivery::ExactlyOnce => (
+                    kafka::transactional_producer(&self.bootstrap, kafka, stage_config)?,
+                    Some(Duration::from_millis(kafka.transactions.commit_interval_ms)),
+                ),
+            };
             let stage = Stage::new(
                 stage_config.clone(),
                 self.registry.clone(),
-                self.producer.clone(),
+                producer,
                 consumer,
                 DRAIN_TIMEOUT,
+                transaction_interval,
             );
             let stop = CancellationToken::new();
             let id = self.next_id;

@@ -82,6 +82,73 @@ pub struct KafkaConfig {
     /// Whether and how the host creates missing topics at start.
     #[serde(default)]
     pub topics: TopicDefaults,
+    /// The delivery guarantee: `at-least-once` (the default) or
+    /// `exactly-once` (Kafka transactions).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Transaction settings, used in `exactly-once` mode.
+    #[serde(default)]
+    pub transactions: TransactionConfig,
+}
+
+/// The delivery guarantee of every stage.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// An input offset is committed only after all its outputs (or its
+    /// dead letter) are acknowledged; a crash may repeat outputs, never
+    /// lose one.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, dead letters and input offsets are committed together in a
+    /// Kafka transaction; `read_committed` consumers see each output once.
+    ExactlyOnce,
+}
+
+/// The `kafka.transactions` section (exactly-once mode).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// Prefix of the stages' `transactional.id`s (`<id>.<stage>`). It must
+    /// be unique per host process and stable across its restarts, so that a
+    /// restarted host fences off the unfinished transactions of the one that
+    /// crashed. Default: `stagehost-<hostname>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// How often a stage commits its open transaction, in milliseconds:
+    /// the longest time an output waits before `read_committed` consumers
+    /// can see it.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+}
+
+fn default_commit_interval_ms() -> u64 {
+    100
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            commit_interval_ms: default_commit_interval_ms(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The `transactional.id` of a stage in exactly-once mode.
+    pub fn transactional_id(&self, stage: &str) -> String {
+        let prefix = self.transactions.id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "localhost".to_string());
+            format!("stagehost-{host}")
+        });
+        format!("{prefix}.{stage}")
+    }
 }
 
 fn default_group() -> String {
@@ -406,6 +473,21 @@ impl LoadedConfig {
         if config.kafka.topics.replication_factor < 1 {
             return Err(self.error(&topics.key("replication_factor"), "must be at least 1"));
         }
+        let transactions = kafka.key("transactions");
+        if config.kafka.transactions.commit_interval_ms == 0 {
+            return Err(self.error(
+                &transactions.key("commit_interval_ms"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(id) = &config.kafka.transactions.id
+            && (id.trim().is_empty() || id.len() > 200)
+        {
+            return Err(self.error(
+                &transactions.key("id"),
+                "must be 1 to 200 characters (a `transactional.id` prefix)",
+            ));
+        }
         if config.handlers.is_empty() {
             return Err(self.error(&root.key("handlers"), "at least one handler is needed"));
         }
@@ -636,6 +718,18 @@ impl LoadedConfig {
         let mut out = String::new();
         let kafka = &config.kafka;
         let _ = writeln!(out, "brokers: {}", kafka.brokers);
+        match kafka.delivery {
+            Delivery::AtLeastOnce => {
+                let _ = writeln!(out, "delivery: at-least-once");
+            }
+            Delivery::ExactlyOnce => {
+                let _ = writeln!(
+                    out,
+                    "delivery: exactly-once (transactions committed every {} ms)",
+                    kafka.transactions.commit_interval_ms
+                );
+            }
+        }
         if kafka.topics.create {
             let _ = writeln!(
                 out,

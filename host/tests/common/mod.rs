@@ -3,6 +3,8 @@
 //! and reader for the test's own topics.
 #![allow(dead_code)]
 
+pub mod numbered;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -7,6 +7,9 @@
 //! worker keeps one reusable instance per handler and replaces it when the
 //! registry holds a newer version or the instance trapped.
 //!
+//! In exactly-once mode a stage runs one transactional loop instead (see
+//! [`transactional`]).
+//!
 //! Guest code runs inside `block_in_place`: WASI's synchronous host calls
 //! (a guest writing to stdout, say) block on the runtime, which tokio only
 //! allows outside its worker context. The host therefore needs the
@@ -32,6 +35,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod transactional;
+
 /// Messages queued per partition worker before the consumer waits.
 const PARTITION_QUEUE: usize = 512;
 /// Messages whose outputs may be awaiting acknowledgement per partition.
@@ -47,6 +52,8 @@ pub struct Stage {
     consumer: StreamConsumer<LagContext>,
     metrics: StageMetrics,
     drain_timeout: Duration,
+    /// Exactly-once mode: how often the open transaction is committed.
+    transaction_interval: Option<Duration>,
     /// Cancelled when the drain timeout passes: undeliverable records are
     /// then left uncommitted (to be consumed again) instead of retried.
     give_up: CancellationToken,
@@ -61,13 +68,15 @@ struct Record {
 }
 
 impl Stage {
-    /// A stage ready to run.
+    /// A stage ready to run. With a `transaction_interval` the stage runs
+    /// exactly-once, and `producer` must be its own transactional producer.
     pub fn new(
         config: StageConfig,
         registry: SharedRegistry,
         producer: FutureProducer,
         consumer: StreamConsumer<LagContext>,
         drain_timeout: Duration,
+        transaction_interval: Option<Duration>,
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics: consumer.context().stage().clone(),
@@ -76,6 +85,7 @@ impl Stage {
             producer,
             consumer,
             drain_timeout,
+            transaction_interval,
             give_up: CancellationToken::new(),
         })
     }
@@ -84,6 +94,9 @@ impl Stage {
     /// already taken is finished, its outputs delivered and its offset
     /// committed before this returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(interval) = self.transaction_interval {
+            return self.run_transactional(interval, shutdown).await;
+        }
         let stage = self.config.name.as_str();
         self.consumer.subscribe(&[&self.config.input])?;
         tracing::info!(
@@ -99,6 +112,11 @@ impl Stage {
             let received = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    // Workers end only when their queue closes, at the drain.
+                    let cause = ended.err().map(|err| err.to_string()).unwrap_or_default();
+                    anyhow::bail!("stage `{stage}`: a partition worker stopped: {cause}");
+                }
                 received = self.consumer.recv() => received,
             };
             let message = match received {
@@ -208,13 +226,7 @@ impl Stage {
         instances: &mut HashMap<String, HandlerInstance>,
     ) -> BoxFuture<'static, Option<i64>> {
         let message = Arc::new(message);
-        let records = match self.run_handler(&message, instances).await {
-            Ok(records) => records,
-            Err(letter) => {
-                self.log_dead_letter(&message, &letter);
-                vec![self.dead_letter_record(&message, &letter)]
-            }
-        };
+        let (records, is_dead_letter) = self.plan(&message, instances).await;
         let deliveries: Vec<_> = {
             let mut deliveries = Vec::with_capacity(records.len());
             for record in &records {
@@ -241,7 +253,6 @@ impl Stage {
             let Some(reason) = failure else {
                 return Some(message.offset());
             };
-            let is_dead_letter = records.iter().any(|r| r.topic == stage.config.dead_letter);
             let letter = if is_dead_letter {
                 records
                     .into_iter()
@@ -261,6 +272,22 @@ impl Stage {
                 .await
                 .then(|| message.offset())
         })
+    }
+
+    /// The records a message turns into: its outputs, or its dead letter
+    /// (then `true`).
+    async fn plan(
+        &self,
+        message: &OwnedMessage,
+        instances: &mut HashMap<String, HandlerInstance>,
+    ) -> (Vec<Record>, bool) {
+        match self.run_handler(message, instances).await {
+            Ok(records) => (records, false),
+            Err(letter) => {
+                self.log_dead_letter(message, &letter);
+                (vec![self.dead_letter_record(message, &letter)], true)
+            }
+        }
     }
 
     /// Routes the message and runs its handler, retrying transient errors.

@@ -1,0 +1,309 @@
+//! Exactly-once mode (`kafka.delivery: exactly-once`): each stage consumes,
+//! runs its handlers and produces inside Kafka transactions, and sends the
+//! input offsets to the same transaction, so a message's outputs (or its
+//! dead letter) and its offset are committed together or not at all.
+//!
+//! The stage runs one loop: it takes a message, plans its records, hands
+//! them to its transactional producer and notes the offset. Every
+//! `kafka.transactions.commit_interval_ms` (or after
+//! [`MAX_TRANSACTION_MESSAGES`]) it waits for the outputs, sends the offsets
+//! and commits. When a commit fails, the transaction is aborted and every
+//! partition it touched is rewound to where the transaction began, so the
+//! same messages are taken again. A message whose output the broker refused
+//! for good (too large, say) is dead-lettered as `produce-failed` when taken
+//! again, so it cannot block its partition.
+//!
+//! Fencing: each stage's `transactional.id` is stable across restarts of
+//! the host (see `kafka.transactions.id`); the restarted host's
+//! `init_transactions` aborts whatever the crashed one left open. A
+//! rebalance is covered by the consumer group metadata sent with the
+//! offsets: a commit from a member that lost its partitions is refused.
+
+use super::{Record, Stage};
+use crate::dead_letter::DeadLetter;
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Most messages in one transaction, so a commit is never far away.
+pub const MAX_TRANSACTION_MESSAGES: usize = 20_000;
+/// How long one transaction call to the broker may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at a commit that fails with a retriable error before aborting.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+/// What the open transaction holds.
+#[derive(Default)]
+struct OpenTransaction {
+    /// Per partition, the offset of the first message taken: where to
+    /// rewind to when the transaction is aborted.
+    first: HashMap<i32, i64>,
+    /// Per partition, the offset of the last message taken.
+    last: HashMap<i32, i64>,
+    /// Every record handed to the producer, with its input's position.
+    deliveries: Vec<((i32, i64), DeliveryFuture)>,
+    /// Records the producer refused at once, with their input's position.
+    refused: Vec<((i32, i64), String)>,
+    messages: usize,
+}
+
+impl OpenTransaction {
+    fn take(&mut self, partition: i32, offset: i64) {
+        self.first.entry(partition).or_insert(offset);
+        self.last.insert(partition, offset);
+        self.messages += 1;
+    }
+}
+
+/// Whether a delivery error is the record's own fault and would recur on
+/// every attempt (as opposed to the broker being away).
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::PolicyViolation
+    )
+}
+
+/// Whether a transaction call failed in a way no retry or abort can mend
+/// (another process took over the `transactional.id`, say).
+fn is_fatal(err: &KafkaError) -> bool {
+    match err {
+        KafkaError::Transaction(err) => err.is_fatal(),
+        _ => false,
+    }
+}
+
+fn is_retriable(err: &KafkaError) -> bool {
+    match err {
+        KafkaError::Transaction(err) => err.is_retriable(),
+        _ => false,
+    }
+}
+
+impl Stage {
+    /// [`Stage::run`] in exactly-once mode.
+    pub(super) async fn run_transactional(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let stage = self.config.name.as_str();
+        let producer = self.producer.clone();
+        tokio::task::block_in_place(|| producer.init_transactions(TRANSACTION_TIMEOUT))
+            .with_context(|| format!("stage `{stage}`: initialising transactions"))?;
+        self.consumer.subscribe(&[&self.config.input])?;
+        tracing::info!(
+            stage,
+            input = %self.config.input,
+            output = %self.config.output,
+            dead_letter = %self.config.dead_letter,
+            commit_interval_ms = interval.as_millis() as u64,
+            "stage consuming (exactly-once)"
+        );
+        let mut instances = HashMap::new();
+        let mut open: Option<OpenTransaction> = None;
+        // Inputs whose output the broker refused for good in an aborted
+        // transaction: dead-lettered when taken again.
+        let mut refused: HashMap<(i32, i64), String> = HashMap::new();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Some(transaction) = open.take() {
+                        self.finish(transaction, &mut refused).await?;
+                    }
+                }
+                received = self.consumer.recv() => {
+                    let message = match received {
+                        Ok(message) => {
+                            self.metrics.message_in();
+                            message.detach()
+                        }
+                        Err(err) => {
+                            tracing::warn!(stage, cause = %err, "consumer error; continuing");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let transaction = match open.as_mut() {
+                        Some(transaction) => transaction,
+                        None => {
+                            tokio::task::block_in_place(|| producer.begin_transaction())
+                                .with_context(|| format!("stage `{stage}`: beginning a transaction"))?;
+                            open.insert(OpenTransaction::default())
+                        }
+                    };
+                    let position = (message.partition(), message.offset());
+                    let records = match refused.remove(&position) {
+                        Some(reason) => vec![self.refused_letter(&message, reason)],
+                        None => self.plan(&message, &mut instances).await.0,
+                    };
+                    for record in &records {
+                        match self.enqueue(record).await {
+                            Ok(delivery) => transaction.deliveries.push((position, delivery)),
+                            Err(err) => transaction.refused.push((position, err.to_string())),
+                        }
+                    }
+                    transaction.take(position.0, position.1);
+                    if transaction.messages >= MAX_TRANSACTION_MESSAGES
+                        && let Some(transaction) = open.take()
+                    {
+                        self.finish(transaction, &mut refused).await?;
+                    }
+                }
+            }
+        }
+        tracing::info!(stage, "draining");
+        if let Some(transaction) = open.take() {
+            self.finish(transaction, &mut refused).await?;
+        }
+        self.consumer.unsubscribe();
+        tracing::info!(stage, "stage stopped");
+        Ok(())
+    }
+
+    /// The dead letter of a message whose output the broker refused.
+    fn refused_letter(&self, message: &OwnedMessage, reason: String) -> Record {
+        let letter = DeadLetter {
+            kind: "produce-failed",
+            reason: format!("producing an output failed: {reason}"),
+            handler: None,
+        };
+        self.log_dead_letter(message, &letter);
+        self.dead_letter_record(message, &letter)
+    }
+
+    /// Commits the transaction with its offsets; when that fails, aborts it
+    /// and rewinds its partitions so its messages are taken again. Errors
+    /// only when the producer can no longer be used.
+    async fn finish(
+        &self,
+        transaction: OpenTransaction,
+        refused: &mut HashMap<(i32, i64), String>,
+    ) -> anyhow::Result<()> {
+        let stage = self.config.name.as_str();
+        let mut failed = false;
+        for ((partition, offset), delivery) in transaction.deliveries {
+            let err = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((err, _))) => err,
+                Err(_) => KafkaError::Canceled,
+            };
+            failed = true;
+            if err.rdkafka_error_code().is_some_and(refused_for_good) {
+                refused
+                    .entry((partition, offset))
+                    .or_insert(err.to_string());
+            }
+        }
+        for (position, reason) in transaction.refused {
+            failed = true;
+            refused.entry(position).or_insert(reason);
+        }
+        if !failed {
+            let mut offsets = TopicPartitionList::new();
+            for (&partition, &offset) in &transaction.last {
+                offsets.add_partition_offset(
+                    &self.config.input,
+                    partition,
+                    Offset::Offset(offset + 1),
+                )?;
+            }
+            match self.commit(&offsets) {
+                Ok(()) => {
+                    tracing::debug!(
+                        stage,
+                        messages = transaction.messages,
+                        "transaction committed"
+                    );
+                    return Ok(());
+                }
+                Err(err) if is_fatal(&err) => {
+                    return Err(err).context(format!(
+                        "stage `{stage}`: committing a transaction failed for good \
+                         (is another host using the same kafka.transactions.id?)"
+                    ));
+                }
+                Err(err) => {
+                    tracing::warn!(stage, cause = %err, "transaction commit failed; aborting it");
+                }
+            }
+        } else {
+            tracing::warn!(
+                stage,
+                "an output of the transaction was not delivered; aborting it"
+            );
+        }
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| producer.abort_transaction(TRANSACTION_TIMEOUT))
+            .with_context(|| format!("stage `{stage}`: aborting a transaction"))?;
+        for (&partition, &offset) in &transaction.first {
+            let rewound = self.consumer.seek(
+                &self.config.input,
+                partition,
+                Offset::Offset(offset),
+                TRANSACTION_TIMEOUT,
+            );
+            if let Err(err) = rewound {
+                // The partition was revoked: its new owner starts from the
+                // last committed offset.
+                tracing::debug!(stage, partition, offset, cause = %err, "partition not rewound");
+            }
+        }
+        tracing::info!(
+            stage,
+            messages = transaction.messages,
+            "transaction aborted; its messages will be taken again"
+        );
+        Ok(())
+    }
+
+    /// Sends the offsets to the transaction and commits it, retrying each
+    /// step the broker says is retriable.
+    fn commit(&self, offsets: &TopicPartitionList) -> KafkaResult<()> {
+        let producer = &self.producer;
+        // Without group metadata (not a member right now) nothing can be committed.
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+        tokio::task::block_in_place(|| {
+            retrying(|| {
+                producer.send_offsets_to_transaction(offsets, &metadata, TRANSACTION_TIMEOUT)
+            })?;
+            retrying(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
+        })
+    }
+}
+
+/// Runs a transaction call again while it fails with a retriable error, up
+/// to [`COMMIT_ATTEMPTS`] times.
+fn retrying(mut call: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+    let mut attempt = 1;
+    loop {
+        match call() {
+            Err(err) if is_retriable(&err) && attempt < COMMIT_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            outcome => return outcome,
+        }
+    }
+}

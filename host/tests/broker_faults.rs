@@ -1,0 +1,72 @@
+//! Broker loss under load: the only broker is killed with SIGKILL while
+//! numbered messages flow through a running host, and started again. The
+//! host reconnects by itself and no id is lost. This is its own test binary
+//! so that no other test runs while the broker is down.
+
+mod common;
+
+use common::numbered::{HostProcess, Tally, feed};
+use common::{Topics, calculator_yaml, create_topic, repo_root};
+use std::process::Command;
+use std::time::Duration;
+
+const PARTITIONS: i32 = 4;
+
+fn kafka(command: &str) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/kafka.sh"))
+        .arg(command)
+        .status()
+        .expect("running scripts/kafka.sh");
+    assert!(status.success(), "scripts/kafka.sh {command} failed");
+}
+
+/// Starts the broker again when the test ends, whatever happened.
+struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        kafka("up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_killed_and_restarted_under_load_loses_nothing() {
+    let topics = Topics::new();
+    create_topic(&topics.input, PARTITIONS).await;
+    create_topic(&topics.output, PARTITIONS).await;
+    let report = tokio::task::spawn_blocking(move || {
+        let count = 30_000;
+        let tally = Tally::start(&topics.output, PARTITIONS);
+        let feeding = feed(&topics.input, count, 3_000, 32);
+        let mut host = HostProcess::start(&calculator_yaml(&topics, PARTITIONS));
+        tally.wait_for(count as usize * 3 / 10, Duration::from_secs(120), &mut host);
+        let _back = BrokerBack;
+        kafka("kill");
+        let at_kill = tally.distinct();
+        std::thread::sleep(Duration::from_secs(5));
+        kafka("up");
+        println!("broker killed at {at_kill} distinct ids, down for 5 s plus its start");
+        tally.wait_for(count as usize, Duration::from_secs(300), &mut host);
+        feeding.join().expect("feed thread");
+        assert!(
+            host.stop("TERM"),
+            "SIGTERM must end the host cleanly; log:\n{}",
+            host.log()
+        );
+        tally.finish(count, Duration::from_secs(3))
+    })
+    .await
+    .unwrap();
+    println!("{report:?}");
+    assert!(
+        report.lost.is_empty(),
+        "{} ids lost, first {:?}",
+        report.lost.len(),
+        &report.lost[..report.lost.len().min(20)]
+    );
+    assert_eq!(
+        report.out_of_order, 0,
+        "first arrivals out of order per key"
+    );
+}

@@ -1,0 +1,274 @@
+//! Uniquely numbered messages for the crash and fault tests: a feed that
+//! sends ids at a steady rate, a tally that reads the output topic and
+//! counts every id (lost, duplicated, out of order per key), and a host
+//! process that can be killed and started again on the same config.
+
+use super::{brokers, repo_root, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The calculator request carrying id `id`, keyed by `id % keys`.
+pub fn request(id: u64) -> String {
+    format!(r#"{{"operation":"add","id":{id},"x":{id},"y":1}}"#)
+}
+
+/// Sends ids `0..count` to `topic` at `rate` per second from a thread of
+/// its own, keyed over `keys` keys; waits for every acknowledgement.
+pub fn feed(topic: &str, count: u64, rate: u64, keys: u64) -> JoinHandle<()> {
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "600000")
+            .create()
+            .unwrap();
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < count {
+            let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(count);
+            while sent < due {
+                let (key, value) = (format!("k{}", sent % keys), request(sent));
+                let mut record = BaseRecord::to(&topic).key(&key).payload(&value);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            record = back;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                    }
+                }
+                sent += 1;
+            }
+            producer.poll(Duration::from_millis(2));
+        }
+        producer
+            .flush(Duration::from_secs(600))
+            .expect("every test message acknowledged");
+    })
+}
+
+/// What the tally saw.
+#[derive(Debug)]
+pub struct Report {
+    pub records: usize,
+    pub distinct: usize,
+    pub lost: Vec<u64>,
+    pub duplicates: usize,
+    /// First occurrences of ids that came after a higher id of the same key.
+    pub out_of_order: usize,
+}
+
+/// Reads an output topic from the beginning (`read_committed`) and keeps
+/// every (key, id) in arrival order.
+pub struct Tally {
+    seen: Arc<Mutex<Vec<(String, u64)>>>,
+    distinct: Arc<AtomicUsize>,
+    reading: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Tally {
+    pub fn start(topic: &str, partitions: i32) -> Self {
+        let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let distinct = Arc::new(AtomicUsize::new(0));
+        let reading = Arc::new(AtomicBool::new(true));
+        let reader = {
+            let (seen, distinct, reading) = (seen.clone(), distinct.clone(), reading.clone());
+            let topic = topic.to_string();
+            std::thread::spawn(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", brokers())
+                    .set("group.id", unique("tally"))
+                    .set("enable.auto.commit", "false")
+                    .set("isolation.level", "read_committed")
+                    .set("topic.metadata.refresh.interval.ms", "1000")
+                    .create()
+                    .unwrap();
+                let mut assignment = TopicPartitionList::new();
+                for partition in 0..partitions {
+                    assignment
+                        .add_partition_offset(&topic, partition, Offset::Beginning)
+                        .unwrap();
+                }
+                consumer.assign(&assignment).unwrap();
+                let mut ids = HashSet::new();
+                while reading.load(Ordering::Relaxed) {
+                    let Some(message) = consumer.poll(Duration::from_millis(20)) else {
+                        continue;
+                    };
+                    // The topic may not exist yet, or the broker may be away.
+                    let Ok(message) = message else { continue };
+                    let value: serde_json::Value =
+                        serde_json::from_slice(message.payload().unwrap_or_default())
+                            .expect("outputs are JSON");
+                    let id = value["id"].as_u64().expect("outputs carry their id");
+                    let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+                    seen.lock().unwrap().push((key.into_owned(), id));
+                    if ids.insert(id) {
+                        distinct.store(ids.len(), Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Self {
+            seen,
+            distinct,
+            reading,
+            reader: Some(reader),
+        }
+    }
+
+    /// Distinct ids seen so far.
+    pub fn distinct(&self) -> usize {
+        self.distinct.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `count` distinct ids were seen; panics after
+    /// `timeout`, or when `host` exits meanwhile.
+    pub fn wait_for(&self, count: usize, timeout: Duration, host: &mut HostProcess) {
+        let started = Instant::now();
+        while self.distinct() < count {
+            if let Some(status) = host.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "the host exited ({status}) at {} of {count} ids; log:\n{}",
+                    self.distinct(),
+                    host.log()
+                );
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "only {} of {count} ids after {timeout:?}; host log:\n{}",
+                self.distinct(),
+                host.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops reading after `settle` and counts ids `0..count`.
+    pub fn finish(mut self, count: u64, settle: Duration) -> Report {
+        std::thread::sleep(settle);
+        self.reading.store(false, Ordering::Relaxed);
+        self.reader.take().unwrap().join().expect("tally thread");
+        let seen = self.seen.lock().unwrap();
+        let mut times: HashMap<u64, usize> = HashMap::new();
+        let mut highest: HashMap<&str, u64> = HashMap::new();
+        let mut out_of_order = 0;
+        for (key, id) in seen.iter() {
+            let first = {
+                let n = times.entry(*id).or_default();
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                let top = highest.entry(key).or_insert(*id);
+                if *id < *top {
+                    out_of_order += 1;
+                }
+                *top = (*top).max(*id);
+            }
+        }
+        Report {
+            records: seen.len(),
+            distinct: times.len(),
+            lost: (0..count).filter(|id| !times.contains_key(id)).collect(),
+            duplicates: times.values().map(|n| n - 1).sum(),
+            out_of_order,
+        }
+    }
+}
+
+/// A `host run` process on a config file of its own; its log goes to a
+/// file beside the config, kept across restarts.
+pub struct HostProcess {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl HostProcess {
+    /// Writes `yaml` (plugin paths made absolute) and starts the host on it.
+    pub fn start(yaml: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("stagehost-run"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = yaml.replace(
+            "path: target/",
+            &format!("path: {}/target/", repo_root().display()),
+        );
+        let config = dir.join("config.yml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut host = Self {
+            log: dir.join("host.log"),
+            config,
+            child: None,
+        };
+        host.restart();
+        host
+    }
+
+    /// Starts the host again (after it was killed or stopped).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the host is still running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_host"))
+                .args(["run", self.config.to_str().unwrap()])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) and waits for the process to end;
+    /// returns whether it exited successfully.
+    pub fn stop(&mut self, signal: &str) -> bool {
+        let mut child = self.child.take().expect("the host is running");
+        super::signal(&child, signal);
+        child.wait().unwrap().success()
+    }
+
+    /// The host's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Kill points: `count` sorted fractions in [0.2, 0.9), drawn at random
+/// (printed, so a failing run can be told apart).
+pub fn kill_points(count: usize) -> Vec<f64> {
+    let random = uuid::Uuid::new_v4();
+    let mut points: Vec<f64> = random.as_bytes()[..count]
+        .iter()
+        .map(|byte| 0.2 + 0.7 * f64::from(*byte) / 256.0)
+        .collect();
+    points.sort_by(f64::total_cmp);
+    points
+}
