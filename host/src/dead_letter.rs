@@ -1,9 +1,15 @@
 //! The headers that mark outputs and dead-letter records.
 //!
 //! A dead-letter record carries the original key, value and headers unchanged,
-//! plus headers saying what happened and where the message came from.
+//! plus headers saying what happened and where the message came from. Kafka
+//! does not check that a header key is UTF-8, so headers are read as bytes
+//! ([`raw_headers`]); a key that is not UTF-8 is copied with each invalid
+//! sequence replaced by U+FFFD, as Kafka's Java client reads it.
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::bindings::{rd_kafka_header_get_all, rd_kafka_headers_t, rd_kafka_resp_err_t};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use std::borrow::Cow;
+use std::ffi::CStr;
 
 /// Error kind: `invalid-json`, `missing-route`, `unknown-route`,
 /// `invalid-input`, `transient`, `trap`, `timeout`, `memory-limit`,
@@ -50,7 +56,7 @@ pub struct Source<'a> {
 
 /// The original headers followed by the dead-letter headers.
 pub fn dead_letter_headers(
-    original: Option<&impl Headers>,
+    original: Option<&impl RecordHeaders>,
     letter: &DeadLetter,
     source: Source<'_>,
 ) -> OwnedHeaders {
@@ -85,15 +91,118 @@ pub fn dead_letter_headers(
 }
 
 /// A copy of a message's headers, keeping order and duplicates.
-pub fn copy_headers(original: Option<&impl Headers>) -> OwnedHeaders {
+pub fn copy_headers(original: Option<&impl RecordHeaders>) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = original {
-        for header in original.iter() {
-            headers = headers.insert(Header {
-                key: header.key,
-                value: header.value,
-            });
-        }
+    for header in original.map(raw_headers).unwrap_or_default() {
+        headers = headers.insert(Header {
+            key: &header.key_text(),
+            value: header.value,
+        });
     }
     headers
+}
+
+/// A record's header list, as consumed ([`BorrowedHeaders`]) or detached
+/// ([`OwnedHeaders`]).
+pub trait RecordHeaders {
+    /// The list, borrowed.
+    fn borrowed(&self) -> &BorrowedHeaders;
+}
+
+impl RecordHeaders for BorrowedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self
+    }
+}
+
+impl RecordHeaders for OwnedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self.as_borrowed()
+    }
+}
+
+/// One header of a record, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHeader<'a> {
+    /// The key's bytes, up to the first NUL byte (librdkafka hands keys
+    /// over as C strings). Not necessarily UTF-8.
+    pub key: &'a [u8],
+    /// The value; `None` for a null value.
+    pub value: Option<&'a [u8]>,
+}
+
+impl RawHeader<'_> {
+    /// The key as text, each invalid UTF-8 sequence replaced by U+FFFD.
+    pub fn key_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.key)
+    }
+}
+
+/// Every header of a record, in order, duplicates kept.
+///
+/// rdkafka's `Headers::iter` and `Headers::get` panic on a key that is not
+/// UTF-8, and any producer can send one; this reads every key as bytes.
+pub fn raw_headers(headers: &impl RecordHeaders) -> Vec<RawHeader<'_>> {
+    let borrowed = headers.borrowed();
+    // A `&BorrowedHeaders` is the address of librdkafka's header list: that
+    // is how rdkafka itself hands the list out (`OwnedHeaders::as_borrowed`)
+    // and reads it back (`Headers::count` for `BorrowedHeaders`).
+    let list: *const rd_kafka_headers_t = (borrowed as *const BorrowedHeaders).cast();
+    (0..borrowed.count())
+        .map_while(|index| {
+            let mut name = std::ptr::null();
+            let mut value = std::ptr::null();
+            let mut size = 0;
+            // SAFETY: `list` is a live header list for as long as `headers`
+            // is borrowed, and librdkafka only reads it and writes the three
+            // out-parameters.
+            let status =
+                unsafe { rd_kafka_header_get_all(list, index, &mut name, &mut value, &mut size) };
+            if status != rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                return None;
+            }
+            // SAFETY: on success librdkafka points `name` at the header's
+            // NUL-terminated name and `value` at `size` bytes (or null for a
+            // null value), both owned by the list and unchanged while it is
+            // borrowed.
+            let key = unsafe { CStr::from_ptr(name) }.to_bytes();
+            let value = (!value.is_null())
+                .then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+            Some(RawHeader { key, value })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_headers_read_what_rdkafka_reads() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "a",
+                value: Some("1"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "b",
+                value: None,
+            })
+            .insert(Header {
+                key: "a",
+                value: Some(""),
+            });
+        let raw = raw_headers(&headers);
+        let expected: Vec<RawHeader<'_>> = headers
+            .iter()
+            .map(|header| RawHeader {
+                key: header.key.as_bytes(),
+                value: header.value,
+            })
+            .collect();
+        assert_eq!(raw, expected);
+        assert_eq!(raw.len(), 3);
+        assert_eq!(raw[1].value, None);
+        assert_eq!(raw_headers(&OwnedHeaders::new()), Vec::new());
+    }
 }

@@ -5,7 +5,7 @@
 use crate::bindings::Message;
 use crate::config::{ConfigError, FieldPath, HandlerConfig, LoadedConfig, SelfTestCase};
 use crate::routing::RouteTable;
-use crate::sandbox::{HandlerComponent, HandlerSpec, LoadError, Sandbox, version_of};
+use crate::sandbox::{HandlerComponent, HandlerSpec, LoadError, Sandbox, run_guest, version_of};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -153,14 +153,23 @@ fn at_low_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// Runs the self-test cases in a fresh instance of `component`.
+/// Runs the self-test cases in a fresh instance of `component`. Blocks:
+/// call it from synchronous code only.
 pub fn self_test(component: &Arc<HandlerComponent>, cases: &[SelfTestCase]) -> Result<(), String> {
     if cases.is_empty() {
         return Ok(());
     }
+    run_guest(run_self_test(component, cases))
+}
+
+async fn run_self_test(
+    component: &Arc<HandlerComponent>,
+    cases: &[SelfTestCase],
+) -> Result<(), String> {
     let name = component.name();
     let mut instance = component
         .instantiate()
+        .await
         .map_err(|failure| format!("handler `{name}`: {failure}"))?;
     for (index, case) in cases.iter().enumerate() {
         let message = Message {
@@ -180,7 +189,7 @@ pub fn self_test(component: &Arc<HandlerComponent>, cases: &[SelfTestCase]) -> R
                 case.input
             )
         };
-        let answer = instance.handle(&message);
+        let answer = instance.handle(&message).await;
         match (&case.output, case.error.as_deref(), answer) {
             (Some(expected), _, Ok(outputs)) => {
                 let values: Vec<serde_json::Value> = outputs

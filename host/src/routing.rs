@@ -128,7 +128,9 @@ impl<'de> Visitor<'de> for FieldProbe<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
         let mut found = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == self.field && found.is_none() {
+            // A repeated field counts with its last value, as it does in a
+            // parsed document: the handler sees the value the route used.
+            if key == self.field {
                 found = Some(map.next_value::<Value>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -210,6 +212,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(reason, "no handler for operation `mul` (known: sub, sum)");
+    }
+
+    #[test]
+    fn a_repeated_field_counts_with_its_last_value() {
+        let table = calculator();
+        assert_eq!(
+            table.resolve(br#"{"operation": "mul", "operation": "sum"}"#),
+            Ok("add")
+        );
+        assert_eq!(
+            table
+                .resolve(br#"{"operation": "sum", "operation": 5}"#)
+                .unwrap_err()
+                .kind(),
+            "unknown-route"
+        );
+        let pointer = RouteTable::ByField {
+            field: "/operation".into(),
+            to: [("sum".to_string(), "add".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        assert_eq!(
+            pointer.resolve(br#"{"operation": "mul", "operation": "sum"}"#),
+            Ok("add")
+        );
     }
 
     #[test]

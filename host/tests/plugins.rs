@@ -6,7 +6,7 @@ mod common;
 use common::{plugin, wit_message};
 use serde_json::{Value, json};
 use stagehost::config::Limits;
-use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox};
+use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox, run_guest};
 
 const VARIANTS: [&str; 2] = ["wasm32-wasip2", "wasm32-wasip1"];
 
@@ -20,16 +20,15 @@ fn instance(target: &str, name: &str) -> HandlerInstance {
         limits: Limits::default(),
         settings: Vec::new(),
     };
-    sandbox
+    let component = sandbox
         .load(spec, &bytes)
-        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-        .instantiate()
-        .unwrap()
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    run_guest(component.instantiate()).unwrap()
 }
 
 fn call(instance: &mut HandlerInstance, input: &str) -> Result<Value, HandlerFailure> {
     let message = wit_message(input.as_bytes().to_vec());
-    let outputs = instance.handle(&message)?;
+    let outputs = run_guest(instance.handle(&message))?;
     assert_eq!(outputs.len(), 1, "one output per message");
     assert!(outputs[0].topic.is_none() && outputs[0].key.is_none());
     Ok(serde_json::from_slice(&outputs[0].value).expect("output is JSON"))

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use stagehost::config::Limits;
-use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox};
+use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox, run_guest};
 use std::time::Duration;
 
 const LIMITS: Limits = Limits {
@@ -27,16 +27,13 @@ fn hostile(limits: Limits) -> HandlerInstance {
         limits,
         settings: Vec::new(),
     };
-    sandbox
-        .load(spec, &std::fs::read(&path).unwrap())
-        .unwrap()
-        .instantiate()
-        .unwrap()
+    let component = sandbox.load(spec, &std::fs::read(&path).unwrap()).unwrap();
+    run_guest(component.instantiate()).unwrap()
 }
 
 fn call(instance: &mut HandlerInstance, input: Value) -> Result<Value, HandlerFailure> {
     let message = wit_message(input.to_string().into_bytes());
-    let outputs = instance.handle(&message)?;
+    let outputs = run_guest(instance.handle(&message))?;
     Ok(serde_json::from_slice(&outputs[0].value).unwrap())
 }
 

@@ -9,11 +9,6 @@
 //!
 //! In exactly-once mode a stage runs one transactional loop instead (see
 //! [`transactional`]).
-//!
-//! Guest code runs inside `block_in_place`: WASI's synchronous host calls
-//! (a guest writing to stdout, say) block on the runtime, which tokio only
-//! allows outside its worker context. The host therefore needs the
-//! multi-threaded runtime.
 
 use crate::bindings::{Header as WitHeader, Message, Output};
 use crate::config::{RetryConfig, StageConfig, check_topic};
@@ -329,7 +324,7 @@ impl Stage {
                 Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
                 _ => {
                     instances.remove(name);
-                    match tokio::task::block_in_place(|| component.instantiate()) {
+                    match component.instantiate().await {
                         Ok(instance) => instances.entry(name.to_string()).or_insert(instance),
                         Err(failure) => {
                             self.metrics.handler_error(name, failure.kind());
@@ -339,7 +334,7 @@ impl Stage {
                 }
             };
             let started = Instant::now();
-            let handled = tokio::task::block_in_place(|| instance.handle(&input));
+            let handled = instance.handle(&input).await;
             self.metrics
                 .handler_latency(name, started.elapsed().as_secs_f64());
             match handled {

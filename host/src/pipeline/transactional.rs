@@ -145,7 +145,9 @@ impl Stage {
                     let transaction = match open.as_mut() {
                         Some(transaction) => transaction,
                         None => {
-                            tokio::task::block_in_place(|| producer.begin_transaction())
+                            // Local to the producer: no broker round trip.
+                            producer
+                                .begin_transaction()
                                 .with_context(|| format!("stage `{stage}`: beginning a transaction"))?;
                             open.insert(OpenTransaction::default())
                         }

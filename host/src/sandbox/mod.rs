@@ -2,6 +2,12 @@
 //! pre-linked component per handler version, and reusable instances with
 //! per-handler limits on memory, wall time and (optionally) fuel.
 //!
+//! Guest code runs in wasmtime's async mode: a call is a future polled on
+//! the caller's tokio worker, and a call still running at an epoch tick
+//! yields to the runtime, so a slow handler never holds a worker thread for
+//! longer than one tick. Synchronous callers (validation, `host check`) use
+//! [`run_guest`].
+//!
 //! WASI is linked with no capabilities: no preopened directories, no
 //! environment, no arguments, and every socket address denied. The guest's
 //! stdout and stderr become log lines tagged with the handler's name.
@@ -14,9 +20,9 @@ use guest_output::{GuestOutput, Stream};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// How often the engine's epoch advances; the granularity of time limits.
@@ -122,7 +128,7 @@ impl Sandbox {
         config.parallel_compilation(false);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         StageHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -181,7 +187,7 @@ impl Sandbox {
             pre,
             sandbox: self.clone(),
         });
-        loaded.instantiate().map_err(|failure| LoadError::Init {
+        run_guest(loaded.instantiate()).map_err(|failure| LoadError::Init {
             handler: handler.clone(),
             reason: failure.to_string(),
         })?;
@@ -193,6 +199,17 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Runs guest code from synchronous code (validation, `host check`) on a
+/// single-threaded runtime of its own. Must not be called from an async
+/// context.
+pub fn run_guest<F: std::future::Future>(call: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a single-threaded runtime for guest calls")
+        .block_on(call)
 }
 
 /// The first 12 hex digits of the component's SHA-256: its version.
@@ -268,7 +285,7 @@ impl HandlerComponent {
     }
 
     /// Creates a fresh instance and runs its `init`.
-    pub fn instantiate(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
+    pub async fn instantiate(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
         let name: Arc<str> = Arc::from(self.spec.name.as_str());
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(name.clone(), Stream::Stdout))
@@ -285,9 +302,19 @@ impl HandlerComponent {
                 max_bytes: (self.spec.limits.memory_mib as usize) << 20,
                 exceeded: false,
             },
+            deadline: Instant::now(),
         };
         let mut store = Store::new(&self.sandbox.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Checked at every epoch tick: yield to the runtime, or stop the call
+        // once it has run past its time limit.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         let mut instance = HandlerInstance {
             bindings: None,
             store,
@@ -296,14 +323,18 @@ impl HandlerComponent {
         instance.arm();
         let bindings = self
             .pre
-            .instantiate(&mut instance.store)
+            .instantiate_async(&mut instance.store)
+            .await
             .map_err(|err| instance.classify(err))
             .map_err(|failure| match failure {
                 HandlerFailure::Trap(reason) => HandlerFailure::Instantiate(reason),
                 other => other,
             })?;
         instance.arm();
-        match bindings.call_init(&mut instance.store, &self.spec.settings) {
+        match bindings
+            .call_init(&mut instance.store, &self.spec.settings)
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(HandlerFailure::Instantiate(format!("init: {reason}"))),
             Err(err) => return Err(instance.classify(err)),
@@ -329,13 +360,13 @@ impl HandlerInstance {
     /// Runs `handle` on one message within the handler's limits. After a
     /// failure whose [`HandlerFailure::poisons_instance`] is true the caller
     /// must drop this instance.
-    pub fn handle(&mut self, message: &Message) -> Result<Vec<Output>, HandlerFailure> {
+    pub async fn handle(&mut self, message: &Message) -> Result<Vec<Output>, HandlerFailure> {
         self.arm();
         let bindings = self
             .bindings
             .as_ref()
             .ok_or_else(|| HandlerFailure::Instantiate("instance was not initialised".into()))?;
-        match bindings.call_handle(&mut self.store, message) {
+        match bindings.call_handle(&mut self.store, message).await {
             Ok(Ok(outputs)) => Ok(outputs),
             Ok(Err(HandlerError::InvalidInput(reason))) => {
                 Err(HandlerFailure::InvalidInput(reason))
@@ -348,12 +379,8 @@ impl HandlerInstance {
     /// Resets the time, fuel and memory-limit state before a call.
     fn arm(&mut self) {
         let limits = self.component.spec.limits;
-        let ticks = limits
-            .timeout_ms
-            .div_ceil(EPOCH_TICK.as_millis() as u64)
-            .max(1);
-        self.store.set_epoch_deadline(ticks);
-        self.store.epoch_deadline_trap();
+        self.store.data_mut().deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        self.store.set_epoch_deadline(1);
         if self.component.sandbox.fuel_enabled {
             // Fuel is on for the engine; handlers without a limit get plenty.
             let _ = self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
@@ -381,6 +408,8 @@ pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// When the running call must stop.
+    deadline: Instant,
 }
 
 impl WasiView for GuestState {
