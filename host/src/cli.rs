@@ -72,6 +72,22 @@ pub enum Command {
         #[arg(long, env = "STAGEHOST_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
     },
+    /// Measures the sandbox's cost in process, without Kafka: route ->
+    /// handler -> output records, wasm against the same logic built natively.
+    Bench {
+        /// The pipeline config whose handlers are measured.
+        #[arg(default_value = "config.yml")]
+        config: PathBuf,
+        /// Messages per path.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Messages for the fresh-instance-per-message path.
+        #[arg(long, default_value_t = 20_000)]
+        fresh_messages: u64,
+        /// The routing field's value the messages carry.
+        #[arg(long, default_value = "sum")]
+        operation: String,
+    },
     /// Plugin tools.
     Plugin {
         /// The plugin command.

@@ -4,6 +4,7 @@
 //! [`run`] is the whole host; `main` only parses the command line.
 
 pub mod admin;
+pub mod bench;
 pub mod bindings;
 pub mod cli;
 pub mod commands;

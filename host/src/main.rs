@@ -28,7 +28,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             stagehost::run(config, shutdown_signal()).await
         }
         Command::Check { config } => {
-            // Guest code may block on the runtime (WASI output): keep it off the async context.
+            // Guest calls run on a runtime of their own: keep them off the async context.
             let plan = tokio::task::spawn_blocking(move || commands::check(&config)).await??;
             print!("{plan}");
             Ok(())
@@ -52,6 +52,24 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 commands::tail(&brokers, &topic, from_end, count, idle)
             })
             .await?
+        }
+        Command::Bench {
+            config,
+            messages,
+            fresh_messages,
+            operation,
+        } => {
+            let options = stagehost::bench::BenchOptions {
+                messages: messages.max(1),
+                fresh_messages: fresh_messages.max(1),
+                operation,
+            };
+            // Runs its own single-threaded runtime, off the async context.
+            let report =
+                tokio::task::spawn_blocking(move || stagehost::bench::run(&config, &options))
+                    .await??;
+            print!("{report}");
+            Ok(())
         }
         Command::Plugin {
             command: PluginCommand::Inspect { path },

@@ -1,5 +1,5 @@
 //! The `host` binary as a user runs it: `check`, `send`, `tail`, `plugin
-//! inspect`, and `run` stopped by SIGTERM.
+//! inspect`, `bench`, and `run` stopped by SIGTERM.
 
 mod common;
 
@@ -32,6 +32,41 @@ fn check_accepts_the_calculator_and_loads_its_plugins() {
     assert!(stdout.contains("operation = \"sum\" -> add"), "{stdout}");
     assert!(stdout.contains("loaded add: version "), "{stdout}");
     assert!(stdout.contains("loaded subtract: version "), "{stdout}");
+}
+
+#[test]
+fn bench_compares_wasm_with_native_on_the_same_answers() {
+    let out = host(&[
+        "bench",
+        "config.yml",
+        "--messages",
+        "3000",
+        "--fresh-messages",
+        "50",
+        "--operation",
+        "sub",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("handler `subtract`"), "{stdout}");
+    for path in ["native", "wasm, reused instance", "wasm, fresh instance"] {
+        assert!(stdout.contains(path), "no `{path}` row: {stdout}");
+    }
+    assert!(
+        stdout.contains("all 3000 answers of the wasm path equal the native ones"),
+        "{stdout}"
+    );
+    let unknown = host(&["bench", "config.yml", "--operation", "divide"]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("routes operation `divide`"),
+        "{}",
+        text(&unknown.stderr)
+    );
 }
 
 #[test]

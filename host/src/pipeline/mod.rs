@@ -55,11 +55,52 @@ pub struct Stage {
 }
 
 /// A record to produce.
-struct Record {
-    topic: String,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: OwnedHeaders,
+pub(crate) struct Record {
+    pub(crate) topic: String,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: OwnedHeaders,
+}
+
+/// The records a handler's outputs become: to the output's topic or
+/// `default_topic`, keyed by the output's key or the input's, with the
+/// handler and version headers added.
+pub(crate) fn output_records(
+    outputs: Vec<Output>,
+    default_topic: &str,
+    input_key: Option<&[u8]>,
+    handler: &str,
+    version: &str,
+) -> Result<Vec<Record>, String> {
+    outputs
+        .into_iter()
+        .map(|output| {
+            let topic = output.topic.unwrap_or_else(|| default_topic.to_string());
+            check_topic(&topic).map_err(|why| format!("handler output topic: {why}"))?;
+            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
+            for header in &output.headers {
+                headers = headers.insert(Header {
+                    key: &header.key,
+                    value: Some(&header.value),
+                });
+            }
+            headers = headers
+                .insert(Header {
+                    key: dead_letter::HANDLER,
+                    value: Some(handler),
+                })
+                .insert(Header {
+                    key: dead_letter::HANDLER_VERSION,
+                    value: Some(version),
+                });
+            Ok(Record {
+                topic,
+                key: output.key.or_else(|| input_key.map(<[u8]>::to_vec)),
+                value: Some(output.value),
+                headers,
+            })
+        })
+        .collect()
 }
 
 impl Stage {
@@ -356,7 +397,13 @@ impl Stage {
             }
         };
         let letter = match outputs {
-            Ok(outputs) => match self.output_records(message, outputs, name, component.version()) {
+            Ok(outputs) => match output_records(
+                outputs,
+                &self.config.output,
+                message.key(),
+                name,
+                component.version(),
+            ) {
                 Ok(records) => {
                     self.metrics.outputs(name, records.len() as u64);
                     return Ok(records);
@@ -380,44 +427,6 @@ impl Stage {
             }
         };
         Err(letter)
-    }
-
-    fn output_records(
-        &self,
-        message: &OwnedMessage,
-        outputs: Vec<Output>,
-        handler: &str,
-        version: &str,
-    ) -> Result<Vec<Record>, String> {
-        outputs
-            .into_iter()
-            .map(|output| {
-                let topic = output.topic.unwrap_or_else(|| self.config.output.clone());
-                check_topic(&topic).map_err(|why| format!("handler output topic: {why}"))?;
-                let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
-                for header in &output.headers {
-                    headers = headers.insert(Header {
-                        key: &header.key,
-                        value: Some(&header.value),
-                    });
-                }
-                headers = headers
-                    .insert(Header {
-                        key: dead_letter::HANDLER,
-                        value: Some(handler),
-                    })
-                    .insert(Header {
-                        key: dead_letter::HANDLER_VERSION,
-                        value: Some(version),
-                    });
-                Ok(Record {
-                    topic,
-                    key: output.key.or_else(|| message.key().map(<[u8]>::to_vec)),
-                    value: Some(output.value),
-                    headers,
-                })
-            })
-            .collect()
     }
 
     fn dead_letter_record(&self, message: &OwnedMessage, letter: &DeadLetter) -> Record {
@@ -497,7 +506,7 @@ impl Stage {
 }
 
 /// The message as the handler sees it.
-fn to_wit_message(message: &OwnedMessage) -> Message {
+pub(crate) fn to_wit_message(message: &OwnedMessage) -> Message {
     Message {
         topic: message.topic().to_string(),
         partition: message.partition(),

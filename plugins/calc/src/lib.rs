@@ -25,7 +25,7 @@
 #![warn(missing_docs)]
 
 use serde_json::{Map, Value};
-use stagehost_guest::HandlerError;
+pub use stagehost_guest::HandlerError;
 
 /// The arithmetic operation a handler applies to its two operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,258 @@
+//! `host bench`: the cost of the sandbox, in process and without Kafka.
+//!
+//! The same messages go through the path a stage runs for each of them
+//! (route, then the handler, then the output records with their headers)
+//! four ways, on one thread:
+//!
+//! - **native**: the handler's logic compiled into the host (the `calc`
+//!   crate that `add` and `subtract` are built from), the baseline;
+//! - **wasm, reused instance**: the component, one instance for every
+//!   message (what a partition worker does);
+//! - **wasm, fresh instance**: a new instance (and `init`) per message.
+//!
+//! Outputs of the native and wasm paths are compared, so the two do the
+//! same work. Figures are printed; nothing is asserted about them.
+
+use crate::bindings::{Message, Output};
+use crate::config::LoadedConfig;
+use crate::pipeline::{Record, output_records};
+use crate::registry::Registry;
+use crate::routing::RouteTable;
+use crate::sandbox::{HandlerComponent, HandlerFailure, Sandbox};
+use anyhow::Context as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `host bench` measures.
+pub struct BenchOptions {
+    /// Messages per measured path.
+    pub messages: u64,
+    /// Messages for the fresh-instance path (it is much slower).
+    pub fresh_messages: u64,
+    /// The value of the routing field (`operation`) the messages carry.
+    pub operation: String,
+}
+
+/// One measured path.
+struct Measured {
+    path: &'static str,
+    messages: u64,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn nanos_per_message(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.messages as f64
+    }
+
+    fn per_second(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The tutorial's request, numbered.
+fn request(operation: &str, n: u64) -> Vec<u8> {
+    format!(
+        r#"{{"operation":"{operation}","operator_1":"{n}","operator_2":"{}"}}"#,
+        n % 97
+    )
+    .into_bytes()
+}
+
+fn message(value: &[u8], n: u64) -> Message {
+    Message {
+        topic: "bench".into(),
+        partition: 0,
+        offset: n as i64,
+        key: None,
+        value: value.to_vec(),
+        headers: Vec::new(),
+        timestamp: None,
+    }
+}
+
+/// The native baseline for a handler, when the host has one.
+fn native_handler(
+    name: &str,
+) -> Option<fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>> {
+    match name {
+        "add" => Some(calc::add),
+        "subtract" => Some(calc::subtract),
+        _ => None,
+    }
+}
+
+/// The stage whose route sends `operation` somewhere, with that handler.
+fn find_route<'a>(
+    registry: &'a Registry,
+    config: &LoadedConfig,
+    operation: &str,
+) -> anyhow::Result<(&'a RouteTable, String)> {
+    let probe = request(operation, 1);
+    for stage in &config.config.stages {
+        if let Some(route) = registry.route(&stage.name)
+            && let Ok(handler) = route.resolve(&probe)
+        {
+            return Ok((route.as_ref(), handler.to_string()));
+        }
+    }
+    anyhow::bail!(
+        "no stage in {} routes operation `{operation}` to a handler",
+        config.path.display()
+    )
+}
+
+fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
+    output_records(
+        outputs,
+        "bench-out",
+        None,
+        component.name(),
+        component.version(),
+    )
+    .expect("outputs of the benchmark handler are valid")
+}
+
+async fn wasm_reused(
+    route: &RouteTable,
+    component: &Arc<HandlerComponent>,
+    inputs: &[Vec<u8>],
+) -> Result<(Duration, Vec<Vec<u8>>), HandlerFailure> {
+    let mut instance = component.instantiate().await?;
+    let mut values = Vec::with_capacity(inputs.len());
+    let started = Instant::now();
+    for (n, value) in inputs.iter().enumerate() {
+        route.resolve(value).expect("bench messages route");
+        let outputs = instance.handle(&message(value, n as u64)).await?;
+        let mut produced = records(outputs, component);
+        values.push(produced.pop().and_then(|r| r.value).unwrap_or_default());
+    }
+    Ok((started.elapsed(), values))
+}
+
+async fn wasm_fresh(
+    route: &RouteTable,
+    component: &Arc<HandlerComponent>,
+    inputs: &[Vec<u8>],
+) -> Result<Duration, HandlerFailure> {
+    let started = Instant::now();
+    for (n, value) in inputs.iter().enumerate() {
+        route.resolve(value).expect("bench messages route");
+        let mut instance = component.instantiate().await?;
+        let outputs = instance.handle(&message(value, n as u64)).await?;
+        std::hint::black_box(records(outputs, component));
+    }
+    Ok(started.elapsed())
+}
+
+fn native(
+    route: &RouteTable,
+    component: &HandlerComponent,
+    handler: fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>,
+    inputs: &[Vec<u8>],
+) -> (Duration, Vec<Vec<u8>>) {
+    let mut values = Vec::with_capacity(inputs.len());
+    let started = Instant::now();
+    for (n, value) in inputs.iter().enumerate() {
+        route.resolve(value).expect("bench messages route");
+        // The same copy the wasm path makes to hand the message over.
+        let input = message(value, n as u64);
+        let parsed = serde_json::from_slice(&input.value).expect("bench messages are JSON");
+        let answer = handler(parsed).expect("bench messages are valid");
+        let output = Output {
+            topic: None,
+            key: None,
+            value: serde_json::to_vec(&answer).expect("JSON serialises"),
+            headers: Vec::new(),
+        };
+        let mut produced = records(vec![output], component);
+        values.push(produced.pop().and_then(|r| r.value).unwrap_or_default());
+    }
+    (started.elapsed(), values)
+}
+
+/// Runs the benchmark on the handlers of `config_path` and returns the
+/// report.
+pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String> {
+    let config = LoadedConfig::load(config_path)?;
+    let sandbox = Sandbox::new(crate::needs_fuel(&config))?;
+    let registry = Registry::load(&config, &sandbox, None)?;
+    let (route, handler) = find_route(&registry, &config, &options.operation)?;
+    let component = registry
+        .handler(&handler)
+        .with_context(|| format!("handler `{handler}` is not loaded"))?
+        .clone();
+    let baseline = native_handler(&handler).with_context(|| {
+        format!("the host has no native build of `{handler}` to compare with (add or subtract)")
+    })?;
+    let inputs: Vec<Vec<u8>> = (0..options.messages)
+        .map(|n| request(&options.operation, n))
+        .collect();
+    let warm_up = &inputs[..inputs.len().min(10_000)];
+    let fresh_inputs = &inputs[..inputs.len().min(options.fresh_messages as usize)];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+
+    native(route, &component, baseline, warm_up);
+    let (native_elapsed, native_values) = native(route, &component, baseline, &inputs);
+    runtime.block_on(wasm_reused(route, &component, warm_up))?;
+    let (wasm_elapsed, wasm_values) = runtime.block_on(wasm_reused(route, &component, &inputs))?;
+    let fresh_elapsed = runtime.block_on(wasm_fresh(route, &component, fresh_inputs))?;
+    if let Some(n) = (0..inputs.len()).find(|&n| native_values[n] != wasm_values[n]) {
+        anyhow::bail!(
+            "native and wasm answers differ for {}: {} vs {}",
+            String::from_utf8_lossy(&inputs[n]),
+            String::from_utf8_lossy(&native_values[n]),
+            String::from_utf8_lossy(&wasm_values[n])
+        );
+    }
+
+    let rows = [
+        Measured {
+            path: "native (same logic, in the host)",
+            messages: options.messages,
+            elapsed: native_elapsed,
+        },
+        Measured {
+            path: "wasm, reused instance",
+            messages: options.messages,
+            elapsed: wasm_elapsed,
+        },
+        Measured {
+            path: "wasm, fresh instance per message",
+            messages: fresh_inputs.len() as u64,
+            elapsed: fresh_elapsed,
+        },
+    ];
+    let native_ns = rows[0].nanos_per_message();
+    let mut report = format!(
+        "host bench: handler `{handler}` (version {}, {} bytes), operation `{}`, one thread\n\
+         route -> handler -> output records, no Kafka\n\n\
+         {:<36} {:>10} {:>12} {:>14} {:>10}\n",
+        component.version(),
+        component.size(),
+        options.operation,
+        "path",
+        "messages",
+        "ns/message",
+        "messages/s",
+        "x native"
+    );
+    for row in &rows {
+        report.push_str(&format!(
+            "{:<36} {:>10} {:>12.0} {:>14.0} {:>10.2}\n",
+            row.path,
+            row.messages,
+            row.nanos_per_message(),
+            row.per_second(),
+            row.nanos_per_message() / native_ns
+        ));
+    }
+    report.push_str(&format!(
+        "\nall {} answers of the wasm path equal the native ones\n",
+        inputs.len()
+    ));
+    Ok(report)
+}
