@@ -24,8 +24,11 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
+            // Signals are caught from the start: one that arrives while the
+            // host is still starting stops it cleanly once it runs.
+            let shutdown = shutdown_signal()?;
             let config = LoadedConfig::load(&config)?;
-            stagehost::run(config, shutdown_signal()).await
+            stagehost::run(config, shutdown).await
         }
         Command::Check { config } => {
             // Guest calls run on a runtime of their own: keep them off the async context.
@@ -81,14 +84,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Completes on SIGINT (ctrl-c) or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+/// Registers for SIGINT (ctrl-c) and SIGTERM now; the future completes when
+/// either arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 fn init_logging(format: LogFormat) {

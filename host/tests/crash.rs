@@ -48,7 +48,9 @@ fn run_with_kills(topics: &Topics, delivery: &str, count: u64, kills: usize) -> 
     let mut host = HostProcess::start(&crash_yaml(topics, delivery));
     for (round, point) in points.iter().enumerate() {
         // Each start makes some progress of its own before it is killed.
-        let target = ((point * count as f64) as usize).max(tally.distinct() + count as usize / 50);
+        let target = ((point * count as f64) as usize)
+            .max(tally.distinct() + count as usize / 50)
+            .min(count as usize);
         tally.wait_for(target, PROGRESS_TIMEOUT, &mut host);
         host.stop("KILL");
         println!(
