@@ -10,7 +10,7 @@
 CARGO ?= cargo
 HOST  := target/release/host
 
-.PHONY: run test setup plugins build kafka-up kafka-down lint
+.PHONY: run test setup plugins build kafka-up kafka-down lint fuzz
 
 run: setup plugins build kafka-up
 	$(HOST) run config.yml
@@ -39,3 +39,7 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	cd plugins && $(CARGO) fmt --all --check
 	cd plugins && $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings
+
+# Each cargo-fuzz target for FUZZ_SECONDS (default 60); needs nightly (installed if missing).
+fuzz:
+	scripts/fuzz.sh

@@ -5,7 +5,7 @@ use crate::registry::Registry;
 use crate::sandbox::{HandlerSpec, Sandbox};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -177,11 +177,11 @@ pub fn tail(
         last = Instant::now();
         let mut headers = Map::new();
         if let Some(all) = message.headers() {
-            for header in all.iter() {
+            for header in crate::dead_letter::raw_headers(all) {
                 let value = header
                     .value
                     .map(|v| String::from_utf8_lossy(v).into_owned());
-                headers.insert(header.key.to_string(), json!(value));
+                headers.insert(header.key_text().into_owned(), json!(value));
             }
         }
         let line = json!({

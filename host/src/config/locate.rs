@@ -3,7 +3,9 @@
 //!
 //! It follows block-style YAML by indentation, which is what config files use;
 //! when a path cannot be followed to the end it answers with the deepest line
-//! it did find.
+//! it did find. A document in flow style (or JSON) has no such lines: there
+//! the keys of the path are looked for in order through the text, and failing
+//! that the answer is the start of the document.
 
 use std::fmt;
 
@@ -106,7 +108,59 @@ pub fn locate(source: &str, path: &FieldPath) -> Option<(usize, usize)> {
             Segment::Key(_) => scope = position + 1..end,
         }
     }
-    found
+    found.or_else(|| Some(locate_by_text(source, path)))
+}
+
+/// The position of the last key of `path` found by searching the text for
+/// each key in turn (`key:`, `"key":` or `'key':`), from where the one
+/// before it was found.
+fn locate_by_text(source: &str, path: &FieldPath) -> (usize, usize) {
+    let mut from = 0;
+    let mut found = 0;
+    for segment in &path.0 {
+        let Segment::Key(key) = segment else { continue };
+        let Some(at) = find_key(&source[from..], key) else {
+            break;
+        };
+        found = from + at;
+        from = found + key.len();
+    }
+    let before = &source[..found];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Where `key` is written as a mapping key in `text`, quotes included.
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None;
+    }
+    let mut start = 0;
+    while let Some(offset) = text[start..].find(key) {
+        let at = start + offset;
+        let mut begin = at;
+        let mut end = at + key.len();
+        let quote = text[..at]
+            .chars()
+            .next_back()
+            .filter(|c| *c == '"' || *c == '\'');
+        if let Some(quote) = quote
+            && text[end..].starts_with(quote)
+        {
+            begin -= 1;
+            end += 1;
+        }
+        let starts_token = text[..begin]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '['));
+        if starts_token && text[end..].trim_start_matches([' ', '\t']).starts_with(':') {
+            return Some(begin);
+        }
+        start = at + key.len();
+    }
+    None
 }
 
 fn is_item(text: &str) -> bool {
@@ -178,7 +232,32 @@ stages:
             ),
             Some((9, 3))
         );
-        assert_eq!(locate(DOC, &path(&[key("nothing")])), None);
+        // Nothing of the path is written: the start of the document.
+        assert_eq!(locate(DOC, &path(&[key("nothing")])), Some((1, 1)));
+    }
+
+    #[test]
+    fn finds_keys_in_flow_style_and_json() {
+        let flow = "{kafka: {brokers: ''}, stages: [{name: one, handler: add}]}";
+        assert_eq!(
+            locate(
+                flow,
+                &path(&[Segment::Key("kafka".into()), Segment::Key("brokers".into())])
+            ),
+            Some((1, 10))
+        );
+        let json = "{\n  \"kafka\": {\n    \"brokers\": \"\"\n  }\n}";
+        assert_eq!(
+            locate(
+                json,
+                &path(&[Segment::Key("kafka".into()), Segment::Key("brokers".into())])
+            ),
+            Some((3, 5))
+        );
+        assert_eq!(
+            locate("{a: 1}", &path(&[Segment::Key("missing".into())])),
+            Some((1, 1))
+        );
     }
 
     #[test]

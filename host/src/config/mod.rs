@@ -410,11 +410,26 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Reads, parses and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        let error = |position, message| ConfigError {
             file: path.to_path_buf(),
-            position: None,
+            position,
             field: String::new(),
-            message: format!("cannot read the file: {err}"),
+            message,
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|err| error(None, format!("cannot read the file: {err}")))?;
+        let source = String::from_utf8(bytes).map_err(|err| {
+            let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            error(
+                Some((line, column)),
+                "the file is not UTF-8 text (an invalid byte here)".to_string(),
+            )
         })?;
         Self::from_source(path, source)
     }

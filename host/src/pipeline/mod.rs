@@ -21,7 +21,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -513,13 +513,14 @@ pub(crate) fn to_wit_message(message: &OwnedMessage) -> Message {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().unwrap_or_default().to_vec(),
+        // Read as bytes: any producer may send a header key that is not UTF-8.
         headers: message
             .headers()
             .map(|headers| {
-                headers
-                    .iter()
+                dead_letter::raw_headers(headers)
+                    .into_iter()
                     .map(|header| WitHeader {
-                        key: header.key.to_string(),
+                        key: header.key_text().into_owned(),
                         value: header.value.unwrap_or_default().to_vec(),
                     })
                     .collect()
