@@ -8,7 +8,10 @@
 //! - the time from the file change (or the API call) to the first output of
 //!   the new version.
 //!
-//! Run: `cargo bench -p stagehost --bench hot_swap` (env `SWAPS`, `RATE`).
+//! Run: `cargo bench -p stagehost --bench hot_swap` (env `SWAPS`, `RATE`,
+//! and `STEADY_SECONDS`, the swap-free window measured first, default 20:
+//! about as long as all the windows around swaps together, so the two
+//! longest gaps compare like with like).
 //! Goals: gap <= 50 ms, first new output <= 1 s.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -44,6 +47,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let swaps = env_number("SWAPS", 10) as usize;
     let rate = env_number("RATE", 2000);
+    let steady_seconds = env_number("STEADY_SECONDS", 20);
     let brokers =
         std::env::var("STAGEHOST_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -155,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
 
     tokio::time::sleep(Duration::from_secs(5)).await; // warm-up: group join, steady state
     let steady_from = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(steady_seconds)).await;
     let steady_to = Instant::now();
     let mut swap_points: Vec<(&str, Instant, String)> = Vec::new();
     for swap in 0..swaps {
@@ -184,38 +188,49 @@ async fn main() -> anyhow::Result<()> {
     host.await??;
 
     let arrivals = arrivals.lock().unwrap().clone();
-    let gap_between = |from: Instant, to: Instant| -> f64 {
+    // The longest gap in a window, and when it began.
+    let longest_gap = |from: Instant, to: Instant| -> (f64, Instant) {
         arrivals
             .windows(2)
             .filter(|w| w[0].0 >= from && w[1].0 <= to)
-            .map(|w| (w[1].0 - w[0].0).as_secs_f64() * 1000.0)
-            .fold(0.0, f64::max)
+            .map(|w| ((w[1].0 - w[0].0).as_secs_f64() * 1000.0, w[0].0))
+            .fold((0.0, from), |a, b| if b.0 > a.0 { b } else { a })
     };
+    let gap_between = |from: Instant, to: Instant| longest_gap(from, to).0;
     println!(
         "hot-swap benchmark: {rate} msg/s offered, {sent} sent, {} received, {swaps} swaps",
         arrivals.len()
     );
     println!(
-        "steady state (no swap, 2 s): longest gap {:.1} ms",
+        "steady state (no swap, {steady_seconds} s): longest gap {:.1} ms",
         gap_between(steady_from, steady_to)
     );
     let mut gaps = Vec::new();
     let mut firsts = Vec::new();
     println!(
-        "{:>4} {:>5} {:>14} {:>22}",
-        "swap", "how", "longest gap ms", "first new output ms"
+        "{:>4} {:>5} {:>14} {:>18} {:>22}",
+        "swap", "how", "longest gap ms", "gap began at ms", "first new output ms"
     );
     for (index, (how, at, version)) in swap_points.iter().enumerate() {
-        let gap = gap_between(
+        let (gap, began) = longest_gap(
             *at - Duration::from_millis(200),
             *at + Duration::from_millis(1200),
         );
+        let began = began.duration_since(*at).as_secs_f64() * 1000.0
+            - at.duration_since(began).as_secs_f64() * 1000.0;
         let first = arrivals
             .iter()
             .find(|(when, v)| when >= at && v == version)
             .map(|(when, _)| (*when - *at).as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN);
-        println!("{:>4} {:>5} {:>14.1} {:>22.1}", index + 1, how, gap, first);
+        println!(
+            "{:>4} {:>5} {:>14.1} {:>18.1} {:>22.1}",
+            index + 1,
+            how,
+            gap,
+            began,
+            first
+        );
         gaps.push(gap);
         firsts.push(first);
     }

@@ -119,38 +119,11 @@ pub fn validate(
     bytes: &[u8],
     cases: &[SelfTestCase],
 ) -> Result<Arc<HandlerComponent>, String> {
-    at_low_priority(|| {
-        let component = sandbox
-            .load(spec, bytes)
-            .map_err(|err: LoadError| err.to_string())?;
-        self_test(&component, cases)?;
-        Ok(component)
-    })
-}
-
-/// Runs `work` on a thread of its own at a lower CPU priority (nice 10), so
-/// compiling a candidate (hundreds of milliseconds of CPU) yields to the
-/// partition workers serving traffic instead of competing with them.
-fn at_low_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("stagehost-validate".into())
-            .spawn_scoped(scope, || {
-                #[cfg(target_os = "linux")]
-                // SAFETY: plain system calls on the calling thread; a failure
-                // only leaves the priority unchanged.
-                unsafe {
-                    // On Linux the nice value is per thread.
-                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-                }
-                work()
-            })
-            .expect("spawning a validation thread");
-        match worker.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
+    let component = sandbox
+        .load(spec, bytes)
+        .map_err(|err: LoadError| err.to_string())?;
+    self_test(&component, cases)?;
+    Ok(component)
 }
 
 /// Runs the self-test cases in a fresh instance of `component`. Blocks:
