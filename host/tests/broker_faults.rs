@@ -1,12 +1,15 @@
 //! Broker loss under load: the only broker is killed with SIGKILL while
 //! numbered messages flow through a running host, and started again. The
-//! host reconnects by itself and no id is lost. This is its own test binary
-//! so that no other test runs while the broker is down.
+//! host reconnects by itself and no id is lost; in exactly-once mode, where
+//! the failed transactions are aborted and their partitions rewound, a
+//! `read_committed` reader sees no id twice either. This is its own test
+//! binary, and the two modes run one after the other in one test, so that no
+//! other test runs while the broker is down.
 
 mod common;
 
-use common::numbered::{HostProcess, Tally, feed};
-use common::{Topics, calculator_yaml, create_topic, repo_root};
+use common::numbered::{HostProcess, Report, Tally, feed};
+use common::{Topics, calculator_yaml, create_topic, repo_root, unique};
 use std::process::Command;
 use std::time::Duration;
 
@@ -30,23 +33,32 @@ impl Drop for BrokerBack {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn broker_killed_and_restarted_under_load_loses_nothing() {
+/// Runs 30,000 ids through a host in `delivery` mode while the broker is
+/// killed at 30% and started again 5 s later.
+async fn kill_the_broker_under_load(delivery: &str) -> Report {
     let topics = Topics::new();
     create_topic(&topics.input, PARTITIONS).await;
     create_topic(&topics.output, PARTITIONS).await;
-    let report = tokio::task::spawn_blocking(move || {
+    let yaml = calculator_yaml(&topics, PARTITIONS).replace(
+        "  topics:\n",
+        &format!(
+            "  delivery: {delivery}\n  transactions:\n    id: {}\n  topics:\n",
+            unique("fault-txn")
+        ),
+    );
+    let delivery = delivery.to_string();
+    tokio::task::spawn_blocking(move || {
         let count = 30_000;
         let tally = Tally::start(&topics.output, PARTITIONS);
         let feeding = feed(&topics.input, count, 3_000, 32);
-        let mut host = HostProcess::start(&calculator_yaml(&topics, PARTITIONS));
+        let mut host = HostProcess::start(&yaml);
         tally.wait_for(count as usize * 3 / 10, Duration::from_secs(120), &mut host);
         let _back = BrokerBack;
         kafka("kill");
         let at_kill = tally.distinct();
         std::thread::sleep(Duration::from_secs(5));
         kafka("up");
-        println!("broker killed at {at_kill} distinct ids, down for 5 s plus its start");
+        println!("{delivery}: broker killed at {at_kill} distinct ids, down for 5 s plus its start");
         tally.wait_for(count as usize, Duration::from_secs(300), &mut host);
         feeding.join().expect("feed thread");
         assert!(
@@ -54,19 +66,32 @@ async fn broker_killed_and_restarted_under_load_loses_nothing() {
             "SIGTERM must end the host cleanly; log:\n{}",
             host.log()
         );
-        tally.finish(count, Duration::from_secs(3))
+        let report = tally.finish(count, Duration::from_secs(3));
+        println!("{delivery}: {report:?}");
+        report
     })
     .await
-    .unwrap();
-    println!("{report:?}");
+    .unwrap()
+}
+
+fn assert_nothing_lost(report: &Report) {
     assert!(
         report.lost.is_empty(),
         "{} ids lost, first {:?}",
         report.lost.len(),
         &report.lost[..report.lost.len().min(20)]
     );
+    assert_eq!(report.out_of_order, 0, "first arrivals out of order per key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_killed_and_restarted_under_load_loses_nothing() {
+    let at_least_once = kill_the_broker_under_load("at-least-once").await;
+    assert_nothing_lost(&at_least_once);
+    let exactly_once = kill_the_broker_under_load("exactly-once").await;
+    assert_nothing_lost(&exactly_once);
     assert_eq!(
-        report.out_of_order, 0,
-        "first arrivals out of order per key"
+        exactly_once.duplicates, 0,
+        "a read_committed reader saw duplicates in exactly-once mode"
     );
 }

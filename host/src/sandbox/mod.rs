@@ -202,14 +202,28 @@ impl Drop for Sandbox {
 }
 
 /// Runs guest code from synchronous code (validation, `host check`) on a
-/// single-threaded runtime of its own. Must not be called from an async
-/// context.
-pub fn run_guest<F: std::future::Future>(call: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a single-threaded runtime for guest calls")
-        .block_on(call)
+/// single-threaded runtime of its own. Called where a tokio runtime is
+/// current (a sync API used from async code), it blocks on a thread of its
+/// own, since tokio forbids starting a runtime inside another.
+pub fn run_guest<F>(call: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let run = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a single-threaded runtime for guest calls")
+            .block_on(call)
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::scope(|scope| match scope.spawn(run).join() {
+        Ok(output) => output,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// The first 12 hex digits of the component's SHA-256: its version.
