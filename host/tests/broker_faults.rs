@@ -58,7 +58,9 @@ async fn kill_the_broker_under_load(delivery: &str) -> Report {
         let at_kill = tally.distinct();
         std::thread::sleep(Duration::from_secs(5));
         kafka("up");
-        println!("{delivery}: broker killed at {at_kill} distinct ids, down for 5 s plus its start");
+        println!(
+            "{delivery}: broker killed at {at_kill} distinct ids, down for 5 s plus its start"
+        );
         tally.wait_for(count as usize, Duration::from_secs(300), &mut host);
         feeding.join().expect("feed thread");
         assert!(
@@ -81,7 +83,10 @@ fn assert_nothing_lost(report: &Report) {
         report.lost.len(),
         &report.lost[..report.lost.len().min(20)]
     );
-    assert_eq!(report.out_of_order, 0, "first arrivals out of order per key");
+    assert_eq!(
+        report.out_of_order, 0,
+        "first arrivals out of order per key"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
