@@ -76,25 +76,12 @@ async fn kill_the_broker_under_load(delivery: &str) -> Report {
     .unwrap()
 }
 
-fn assert_nothing_lost(report: &Report) {
-    assert!(
-        report.lost.is_empty(),
-        "{} ids lost, first {:?}",
-        report.lost.len(),
-        &report.lost[..report.lost.len().min(20)]
-    );
-    assert_eq!(
-        report.out_of_order, 0,
-        "first arrivals out of order per key"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_killed_and_restarted_under_load_loses_nothing() {
     let at_least_once = kill_the_broker_under_load("at-least-once").await;
-    assert_nothing_lost(&at_least_once);
+    at_least_once.assert_nothing_lost();
     let exactly_once = kill_the_broker_under_load("exactly-once").await;
-    assert_nothing_lost(&exactly_once);
+    exactly_once.assert_nothing_lost();
     assert_eq!(
         exactly_once.duplicates, 0,
         "a read_committed reader saw duplicates in exactly-once mode"

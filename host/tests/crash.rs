@@ -72,19 +72,6 @@ fn run_with_kills(topics: &Topics, delivery: &str, count: u64, kills: usize) -> 
     report
 }
 
-fn assert_nothing_lost(report: &Report) {
-    assert!(
-        report.lost.is_empty(),
-        "{} ids lost, first {:?}",
-        report.lost.len(),
-        &report.lost[..report.lost.len().min(20)]
-    );
-    assert_eq!(
-        report.out_of_order, 0,
-        "first arrivals out of order per key"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_three_times_loses_nothing() {
     let topics = topics_for_crash_run().await;
@@ -92,7 +79,7 @@ async fn sigkill_three_times_loses_nothing() {
         tokio::task::spawn_blocking(move || run_with_kills(&topics, "at-least-once", 50_000, 3))
             .await
             .unwrap();
-    assert_nothing_lost(&report);
+    report.assert_nothing_lost();
     println!(
         "at-least-once: {} duplicates over 3 kills ({} records for 50000 ids)",
         report.duplicates, report.records
@@ -106,7 +93,7 @@ async fn exactly_once_sigkill_three_times_gives_every_id_once() {
         tokio::task::spawn_blocking(move || run_with_kills(&topics, "exactly-once", 50_000, 3))
             .await
             .unwrap();
-    assert_nothing_lost(&report);
+    report.assert_nothing_lost();
     assert_eq!(
         report.duplicates, 0,
         "a read_committed reader saw duplicates in exactly-once mode"
@@ -137,7 +124,7 @@ async fn sigterm_then_restart_repeats_nothing() {
     .await
     .unwrap();
     println!("{report:?}");
-    assert_nothing_lost(&report);
+    report.assert_nothing_lost();
     assert_eq!(
         report.duplicates, 0,
         "a SIGTERM drain must not repeat outputs"

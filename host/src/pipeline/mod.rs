@@ -20,8 +20,8 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,16 +155,8 @@ impl Stage {
                 }
                 received = self.consumer.recv() => received,
             };
-            let message = match received {
-                Ok(message) => {
-                    self.metrics.message_in();
-                    message.detach()
-                }
-                Err(err) => {
-                    tracing::warn!(stage, cause = %err, "consumer error; continuing");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let Some(message) = self.taken(received).await else {
+                continue;
             };
             let partition = message.partition();
             let worker = workers.entry(partition).or_insert_with(|| {
@@ -206,6 +198,22 @@ impl Stage {
         self.consumer.unsubscribe();
         tracing::info!(stage, "stage stopped");
         Ok(())
+    }
+
+    /// A received message, detached and counted. A consumer error is
+    /// logged, and after a short pause the caller goes on with `None`.
+    async fn taken(&self, received: KafkaResult<BorrowedMessage<'_>>) -> Option<OwnedMessage> {
+        match received {
+            Ok(message) => {
+                self.metrics.message_in();
+                Some(message.detach())
+            }
+            Err(err) => {
+                tracing::warn!(stage = %self.config.name, cause = %err, "consumer error; continuing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            }
+        }
     }
 
     async fn partition_worker(

@@ -131,16 +131,8 @@ impl Stage {
                     }
                 }
                 received = self.consumer.recv() => {
-                    let message = match received {
-                        Ok(message) => {
-                            self.metrics.message_in();
-                            message.detach()
-                        }
-                        Err(err) => {
-                            tracing::warn!(stage, cause = %err, "consumer error; continuing");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
+                    let Some(message) = self.taken(received).await else {
+                        continue;
                     };
                     let transaction = match open.as_mut() {
                         Some(transaction) => transaction,

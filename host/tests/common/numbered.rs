@@ -71,6 +71,19 @@ pub struct Report {
     pub out_of_order: usize,
 }
 
+impl Report {
+    /// No id lost, and per key the first arrivals in input order.
+    pub fn assert_nothing_lost(&self) {
+        assert!(
+            self.lost.is_empty(),
+            "{} ids lost, first {:?}",
+            self.lost.len(),
+            &self.lost[..self.lost.len().min(20)]
+        );
+        assert_eq!(self.out_of_order, 0, "first arrivals out of order per key");
+    }
+}
+
 /// Reads an output topic from the beginning (`read_committed`) and keeps
 /// every (key, id) in arrival order.
 pub struct Tally {
