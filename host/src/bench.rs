@@ -107,6 +107,7 @@ fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
     output_records(
         outputs,
         "bench-out",
+        &Default::default(),
         None,
         component.name(),
         component.version(),

@@ -26,6 +26,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Languages `host graph` draws in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// A Mermaid flowchart (renders on GitHub and in most Markdown viewers).
+    Mermaid,
+    /// Graphviz DOT: `host graph CONFIG --format dot | dot -Tsvg -o graph.svg`.
+    Dot,
+}
+
 /// The host's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -33,6 +42,18 @@ pub enum Command {
     Run {
         /// The pipeline config.
         config: PathBuf,
+        /// Run only this stage (repeat for several); other hosts run the
+        /// rest of the graph. Without it, every stage runs here.
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+    },
+    /// Prints the pipeline's dependency graph as Mermaid or Graphviz DOT.
+    Graph {
+        /// The pipeline config.
+        config: PathBuf,
+        /// Output language.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
     },
     /// Checks a config and loads every plugin, consuming nothing.
     Check {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dead_letter;
+pub mod graph;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
@@ -130,7 +131,7 @@ pub async fn run_with(
         )));
     }
     let watcher = tokio::spawn(reloader.clone().watch(stop.clone()));
-    tracing::info!(config = %config.path.display(), stages = config.config.stages.len(), "stagehost running");
+    tracing::info!(config = %config.path.display(), stages = config.running_stages().count(), "stagehost running");
     ready(Ready {
         admin: admin_address,
         reloader: reloader.clone(),
@@ -228,9 +229,7 @@ impl Stages {
     async fn reconcile(&mut self, config: &LoadedConfig) -> anyhow::Result<()> {
         let kafka = &config.config.kafka;
         let wanted: BTreeMap<&str, &StageConfig> = config
-            .config
-            .stages
-            .iter()
+            .running_stages()
             .map(|stage| (stage.name.as_str(), stage))
             .collect();
         let stale: Vec<String> = self
@@ -260,7 +259,11 @@ impl Stages {
         if kafka.topics.create {
             let mut topics: Vec<&str> = new
                 .iter()
-                .flat_map(|s| [s.input.as_str(), s.output.as_str(), s.dead_letter.as_str()])
+                .flat_map(|s| {
+                    [s.input.as_str(), s.output.as_str(), s.dead_letter.as_str()]
+                        .into_iter()
+                        .chain(s.branches.values().map(String::as_str))
+                })
                 .collect();
             topics.sort_unstable();
             topics.dedup();
@@ -312,4 +315,6 @@ fn same_stage(running: &StageConfig, wanted: &StageConfig) -> bool {
         && running.output == wanted.output
         && running.dead_letter == wanted.dead_letter
         && running.retry == wanted.retry
+        && running.branches == wanted.branches
+        && running.parallelism == wanted.parallelism
 }

@@ -1,7 +1,7 @@
 //! The `host` binary: parses the command line and dispatches.
 
 use clap::Parser;
-use stagehost::cli::{Cli, Command, LogFormat, PluginCommand};
+use stagehost::cli::{Cli, Command, GraphFormat, LogFormat, PluginCommand};
 use stagehost::commands;
 use stagehost::config::LoadedConfig;
 use std::process::ExitCode;
@@ -23,12 +23,21 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
+        Command::Run { config, stages } => {
             // Signals are caught from the start: one that arrives while the
             // host is still starting stops it cleanly once it runs.
             let shutdown = shutdown_signal()?;
-            let config = LoadedConfig::load(&config)?;
+            let config = LoadedConfig::load(&config)?.select_stages(&stages)?;
             stagehost::run(config, shutdown).await
+        }
+        Command::Graph { config, format } => {
+            let config = LoadedConfig::load(&config)?;
+            let graph = stagehost::graph::Graph::of(&config.config);
+            match format {
+                GraphFormat::Mermaid => print!("{}", graph.mermaid()),
+                GraphFormat::Dot => print!("{}", graph.dot()),
+            }
+            Ok(())
         }
         Command::Check { config } => {
             // Guest calls run on a runtime of their own: keep them off the async context.

@@ -165,8 +165,12 @@ impl Reloader {
     /// (unchanged ones keep their compiled version) and routes re-built.
     /// On any error the running config stays in force.
     pub fn reload_config(&self) -> Result<LoadedConfig, crate::config::ConfigError> {
-        let path = lock(&self.config).path.clone();
-        let fresh = LoadedConfig::load(&path)?;
+        let (path, selected) = {
+            let config = lock(&self.config);
+            (config.path.clone(), config.selected.clone())
+        };
+        let mut fresh = LoadedConfig::load(&path)?;
+        fresh.selected = selected;
         let _swapping = lock(&self.swapping);
         let current = self.registry.load_full();
         let next = Registry::load(&fresh, &self.sandbox, Some(&current))?;

@@ -1,5 +1,6 @@
-//! The `host` binary as a user runs it: `check`, `send`, `tail`, `plugin
-//! inspect`, `bench`, and `run` stopped by SIGTERM.
+//! The `host` binary as a user runs it: `check`, `graph`, `send`, `tail`,
+//! `plugin inspect`, `bench`, and `run` stopped by SIGTERM or refusing a
+//! stage it does not know.
 
 mod common;
 
@@ -32,6 +33,44 @@ fn check_accepts_the_calculator_and_loads_its_plugins() {
     assert!(stdout.contains("operation = \"sum\" -> add"), "{stdout}");
     assert!(stdout.contains("loaded add: version "), "{stdout}");
     assert!(stdout.contains("loaded subtract: version "), "{stdout}");
+}
+
+#[test]
+fn graph_draws_the_calculator_in_mermaid_and_dot() {
+    let mermaid = host(&["graph", "config.yml"]);
+    let stdout = text(&mermaid.stdout);
+    assert!(mermaid.status.success(), "{}", text(&mermaid.stderr));
+    assert!(stdout.starts_with("flowchart LR\n"), "{stdout}");
+    for line in [
+        "[/\"calc-requests\"/]",
+        "([\"calc-results\"])",
+        "<b>calculator</b><br/>operation: add|sum → add, sub|subtract → subtract",
+        "-. \"dead letter\" .->",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in {stdout}");
+    }
+
+    let dot = host(&["graph", "config.yml", "--format", "dot"]);
+    let stdout = text(&dot.stdout);
+    assert!(dot.status.success(), "{}", text(&dot.stderr));
+    assert!(stdout.starts_with("digraph pipeline {"), "{stdout}");
+    assert!(stdout.trim_end().ends_with('}'), "{stdout}");
+    assert_eq!(
+        stdout.matches(" -> ").count(),
+        3,
+        "input, output and dead letter: {stdout}"
+    );
+}
+
+#[test]
+fn run_refuses_a_stage_the_config_does_not_have() {
+    let out = host(&["run", "config.yml", "--stage", "nope"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("config.yml: stages: `--stage nope`: no such stage (stages: calculator)"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -23,7 +23,13 @@ pub struct Config {
     /// Handler components by name.
     pub handlers: BTreeMap<String, HandlerConfig>,
     /// Stages: each consumes one topic and routes its messages to handlers.
+    /// A stage's input may be another stage's output, so stages form a graph.
     pub stages: Vec<StageConfig>,
+    /// Topics fed from outside the graph. When set, every stage input must be
+    /// one of these or produced by a stage (`host check` names any other as
+    /// dangling); when absent, every input no stage produces is a source.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
     /// The admin HTTP port: handler API, `/metrics`, `/healthz`.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -293,6 +299,14 @@ pub struct StageConfig {
     pub output: String,
     /// Topic for messages that could not be processed, with the reason.
     pub dead_letter: String,
+    /// Named branches: branch name → topic. A handler output whose topic is a
+    /// branch name goes to that branch's topic.
+    #[serde(default)]
+    pub branches: BTreeMap<String, String>,
+    /// Partitions handled at once by this stage in this host; `None` handles
+    /// every assigned partition concurrently. Order within a partition is kept.
+    #[serde(default)]
+    pub parallelism: Option<usize>,
     /// Consumer group for this stage (default `<kafka.group>.<name>`).
     #[serde(default)]
     pub group: Option<String>,
@@ -405,6 +419,8 @@ pub struct LoadedConfig {
     pub source: String,
     /// The typed content.
     pub config: Config,
+    /// The stages this host runs (`host run --stage`); `None` runs them all.
+    pub selected: Option<BTreeSet<String>>,
 }
 
 impl LoadedConfig {
@@ -452,9 +468,40 @@ impl LoadedConfig {
             path: path.to_path_buf(),
             source,
             config,
+            selected: None,
         };
         loaded.validate()?;
         Ok(loaded)
+    }
+
+    /// Limits the stages this host runs to `names`; none given runs all.
+    /// The rest of the graph is still checked, and runs elsewhere.
+    pub fn select_stages(mut self, names: &[String]) -> Result<Self, ConfigError> {
+        if names.is_empty() {
+            self.selected = None;
+            return Ok(self);
+        }
+        let known: BTreeSet<&str> = self.config.stages.iter().map(|s| s.name.as_str()).collect();
+        if let Some(unknown) = names.iter().find(|name| !known.contains(name.as_str())) {
+            let known = known.into_iter().collect::<Vec<_>>().join(", ");
+            return Err(ConfigError {
+                file: self.path.clone(),
+                position: None,
+                field: "stages".into(),
+                message: format!("`--stage {unknown}`: no such stage (stages: {known})"),
+            });
+        }
+        self.selected = Some(names.iter().cloned().collect());
+        Ok(self)
+    }
+
+    /// The stages this host runs: all, or the selected ones.
+    pub fn running_stages(&self) -> impl Iterator<Item = &StageConfig> {
+        self.config.stages.iter().filter(|stage| {
+            self.selected
+                .as_ref()
+                .is_none_or(|selected| selected.contains(&stage.name))
+        })
     }
 
     /// An error about `field`, located in the source.
@@ -593,6 +640,14 @@ impl LoadedConfig {
                 ));
             }
             self.validate_routing(stage, &at)?;
+            for (branch, topic) in &stage.branches {
+                let branch_at = at.key("branches").key(branch.clone());
+                check_name(branch).map_err(|why| self.error(&branch_at, why))?;
+                check_topic(topic).map_err(|why| self.error(&branch_at, why))?;
+            }
+            if stage.parallelism == Some(0) {
+                return Err(self.error(&at.key("parallelism"), "must be at least 1"));
+            }
             let retry = at.key("retry");
             if stage.retry.max_attempts == 0 {
                 return Err(self.error(&retry.key("max_attempts"), "must be at least 1"));
@@ -603,6 +658,32 @@ impl LoadedConfig {
                     "must not be less than initial_backoff_ms",
                 ));
             }
+        }
+        self.validate_graph()
+    }
+
+    /// The stages must form a graph without cycles, and with `sources` set,
+    /// every input must be fed by a source or a stage.
+    fn validate_graph(&self) -> Result<(), ConfigError> {
+        let root = FieldPath::default();
+        for (index, topic) in self.config.sources.iter().flatten().enumerate() {
+            check_topic(topic).map_err(|why| self.error(&root.key("sources").index(index), why))?;
+        }
+        let graph = crate::graph::Graph::of(&self.config);
+        if let Some(dangling) = graph.dangling().first() {
+            return Err(self.error(
+                &root.key("stages").index(dangling.stage).key("input"),
+                format!(
+                    "`{}` is a dangling input: no stage produces it and `sources` does not list it",
+                    dangling.topic
+                ),
+            ));
+        }
+        if let Some(cycle) = graph.cycle() {
+            return Err(self.error(
+                &root.key("stages").index(cycle[0]).key("input"),
+                format!("the stages form a cycle: {}", graph.describe_cycle(&cycle)),
+            ));
         }
         Ok(())
     }
@@ -792,7 +873,18 @@ impl LoadedConfig {
                 let _ = writeln!(out, "  self-test: {} case(s)", handler.self_test.len());
             }
         }
+        let graph = crate::graph::Graph::of(config);
+        let sources: Vec<&str> = graph.sources().into_iter().collect();
+        let _ = writeln!(out, "sources (fed from outside): {}", sources.join(", "));
         for stage in &config.stages {
+            if self
+                .selected
+                .as_ref()
+                .is_some_and(|selected| !selected.contains(&stage.name))
+            {
+                let _ = writeln!(out, "stage {}: runs elsewhere (not selected)", stage.name);
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "stage {}: {} -> {} (dead letters: {}; group {})",
@@ -812,6 +904,12 @@ impl LoadedConfig {
                     }
                 }
                 (None, None) => {}
+            }
+            for (branch, topic) in &stage.branches {
+                let _ = writeln!(out, "  branch {branch} -> {topic}");
+            }
+            if let Some(parallelism) = stage.parallelism {
+                let _ = writeln!(out, "  at most {parallelism} partition(s) at once");
             }
             let retry = stage.retry;
             let _ = writeln!(

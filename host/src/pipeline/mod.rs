@@ -23,10 +23,10 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +52,9 @@ pub struct Stage {
     /// Cancelled when the drain timeout passes: undeliverable records are
     /// then left uncommitted (to be consumed again) instead of retried.
     give_up: CancellationToken,
+    /// `parallelism`: permits for handling a message, shared by the
+    /// stage's partition workers; `None` lets every partition run at once.
+    permits: Option<Arc<Semaphore>>,
 }
 
 /// A record to produce.
@@ -62,12 +65,14 @@ pub(crate) struct Record {
     pub(crate) headers: OwnedHeaders,
 }
 
-/// The records a handler's outputs become: to the output's topic or
-/// `default_topic`, keyed by the output's key or the input's, with the
-/// handler and version headers added.
+/// The records a handler's outputs become: to `default_topic`, or to the
+/// output's topic (a branch name is replaced by its topic from `branches`),
+/// keyed by the output's key or the input's, with the handler and version
+/// headers added.
 pub(crate) fn output_records(
     outputs: Vec<Output>,
     default_topic: &str,
+    branches: &BTreeMap<String, String>,
     input_key: Option<&[u8]>,
     handler: &str,
     version: &str,
@@ -75,7 +80,10 @@ pub(crate) fn output_records(
     outputs
         .into_iter()
         .map(|output| {
-            let topic = output.topic.unwrap_or_else(|| default_topic.to_string());
+            let topic = match output.topic {
+                None => default_topic.to_string(),
+                Some(named) => branches.get(&named).cloned().unwrap_or(named),
+            };
             check_topic(&topic).map_err(|why| format!("handler output topic: {why}"))?;
             let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
             for header in &output.headers {
@@ -116,6 +124,7 @@ impl Stage {
     ) -> Arc<Self> {
         Arc::new(Self {
             metrics: consumer.context().stage().clone(),
+            permits: config.parallelism.map(|n| Arc::new(Semaphore::new(n))),
             config,
             registry,
             producer,
@@ -234,7 +243,12 @@ impl Stage {
                 }
                 next = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => match next {
                     Some(message) => {
+                        let permit = match &self.permits {
+                            Some(permits) => Some(permits.acquire().await.expect("the stage's semaphore is never closed")),
+                            None => None,
+                        };
                         let delivery = self.process(message, &mut instances).await;
+                        drop(permit);
                         in_flight.push_back(delivery);
                     }
                     None => break,
@@ -408,6 +422,7 @@ impl Stage {
             Ok(outputs) => match output_records(
                 outputs,
                 &self.config.output,
+                &self.config.branches,
                 message.key(),
                 name,
                 component.version(),

@@ -74,6 +74,11 @@ impl Topics {
 
 /// The calculator config of the repository, pointed at fresh topics.
 pub fn calculator_yaml(topics: &Topics, partitions: i32) -> String {
+    calculator_yaml_on(&brokers(), topics, partitions)
+}
+
+/// [`calculator_yaml`] for the cluster at `bootstrap`.
+pub fn calculator_yaml_on(bootstrap: &str, topics: &Topics, partitions: i32) -> String {
     format!(
         r#"
 kafka:
@@ -101,7 +106,7 @@ stages:
         sub: subtract
         subtract: subtract
 "#,
-        brokers = brokers(),
+        brokers = bootstrap,
         group = topics.group,
         input = topics.input,
         output = topics.output,
@@ -219,6 +224,8 @@ pub struct Received {
     pub key: Option<String>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
+    /// The record's timestamp (milliseconds since the epoch), if any.
+    pub timestamp: Option<i64>,
 }
 
 impl Received {
@@ -309,6 +316,7 @@ fn read_blocking(topic: &str, count: usize, timeout: Duration, settle: Duration)
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
             value: message.payload().map(<[u8]>::to_vec),
             headers,
+            timestamp: message.timestamp().to_millis(),
         });
     }
     received

@@ -1,0 +1,438 @@
+//! The pipeline as a dependency graph: stages wired by the topics they
+//! consume and produce. Finds cycles and dangling inputs for the config
+//! checks, and draws the graph as Mermaid or Graphviz DOT for `host graph`.
+
+use crate::config::Config;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// How a stage writes to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// The stage's `output`.
+    Output,
+    /// A named branch.
+    Branch(String),
+    /// The stage's `dead_letter` topic.
+    DeadLetter,
+}
+
+/// One topic a stage writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// Index of the writing stage in `stages`.
+    pub stage: usize,
+    /// The topic.
+    pub topic: String,
+    /// How the stage writes to it.
+    pub link: Link,
+}
+
+/// The stages and topics of one config.
+#[derive(Debug)]
+pub struct Graph<'a> {
+    config: &'a Config,
+    produced: Vec<Produced>,
+}
+
+/// A stage input that no stage produces and `sources` does not list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dangling {
+    /// Index of the stage in `stages`.
+    pub stage: usize,
+    /// Its input topic.
+    pub topic: String,
+}
+
+impl<'a> Graph<'a> {
+    /// The graph of a parsed config.
+    pub fn of(config: &'a Config) -> Self {
+        let mut produced = Vec::new();
+        for (index, stage) in config.stages.iter().enumerate() {
+            produced.push(Produced {
+                stage: index,
+                topic: stage.output.clone(),
+                link: Link::Output,
+            });
+            for (name, topic) in &stage.branches {
+                produced.push(Produced {
+                    stage: index,
+                    topic: topic.clone(),
+                    link: Link::Branch(name.clone()),
+                });
+            }
+            produced.push(Produced {
+                stage: index,
+                topic: stage.dead_letter.clone(),
+                link: Link::DeadLetter,
+            });
+        }
+        Self { config, produced }
+    }
+
+    /// Every topic some stage writes to, with who writes it and how.
+    pub fn produced(&self) -> &[Produced] {
+        &self.produced
+    }
+
+    /// Topics that feed the graph from outside: `sources` if the config
+    /// lists them, otherwise every input that no stage produces.
+    pub fn sources(&self) -> BTreeSet<&'a str> {
+        match &self.config.sources {
+            Some(sources) => sources.iter().map(String::as_str).collect(),
+            None => self
+                .config
+                .stages
+                .iter()
+                .map(|stage| stage.input.as_str())
+                .filter(|input| !self.is_produced(input))
+                .collect(),
+        }
+    }
+
+    fn is_produced(&self, topic: &str) -> bool {
+        self.produced.iter().any(|produced| produced.topic == topic)
+    }
+
+    /// Inputs that nothing feeds: neither produced by a stage nor listed in
+    /// `sources`. Empty when the config has no `sources`.
+    pub fn dangling(&self) -> Vec<Dangling> {
+        let Some(sources) = &self.config.sources else {
+            return Vec::new();
+        };
+        self.config
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, stage)| !sources.contains(&stage.input) && !self.is_produced(&stage.input))
+            .map(|(index, stage)| Dangling {
+                stage: index,
+                topic: stage.input.clone(),
+            })
+            .collect()
+    }
+
+    /// Stages reading what `stage` writes, each with the topic it reads.
+    fn downstream(&self, stage: usize) -> Vec<(usize, &str)> {
+        let written: BTreeSet<&str> = self
+            .produced
+            .iter()
+            .filter(|produced| produced.stage == stage)
+            .map(|produced| produced.topic.as_str())
+            .collect();
+        self.config
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, reader)| written.contains(reader.input.as_str()))
+            .map(|(index, reader)| (index, reader.input.as_str()))
+            .collect()
+    }
+
+    /// A cycle of stages, if there is one: the stage indices along it, the
+    /// first repeated at the end.
+    pub fn cycle(&self) -> Option<Vec<usize>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            OnPath,
+            Done,
+        }
+        let count = self.config.stages.len();
+        let mut marks = vec![Mark::New; count];
+        for start in 0..count {
+            if marks[start] != Mark::New {
+                continue;
+            }
+            // Depth-first, with an explicit stack of (stage, next child index).
+            let mut path = vec![(start, 0usize)];
+            marks[start] = Mark::OnPath;
+            while let Some(&mut (stage, ref mut next)) = path.last_mut() {
+                let children = self.downstream(stage);
+                if let Some(&(child, _)) = children.get(*next) {
+                    *next += 1;
+                    match marks[child] {
+                        Mark::New => {
+                            marks[child] = Mark::OnPath;
+                            path.push((child, 0));
+                        }
+                        Mark::OnPath => {
+                            let from = path.iter().position(|&(at, _)| at == child)?;
+                            let mut cycle: Vec<usize> =
+                                path[from..].iter().map(|&(at, _)| at).collect();
+                            cycle.push(child);
+                            return Some(cycle);
+                        }
+                        Mark::Done => {}
+                    }
+                } else {
+                    marks[stage] = Mark::Done;
+                    path.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// The cycle's stages as `a → b → a`, with the topics between them.
+    pub fn describe_cycle(&self, cycle: &[usize]) -> String {
+        let stages = &self.config.stages;
+        let mut text = stages[cycle[0]].name.clone();
+        for &next in &cycle[1..] {
+            let _ = write!(text, " → ({}) → {}", stages[next].input, stages[next].name);
+        }
+        text
+    }
+
+    /// The graph as a Mermaid flowchart: topics as rounded nodes, stages as
+    /// boxes naming their handlers, dead-letter links dotted.
+    pub fn mermaid(&self) -> String {
+        let names = self.node_names();
+        let mut out = String::from("flowchart LR\n");
+        for (topic, id) in &names.topics {
+            let shape = if self.sources().contains(topic.as_str()) {
+                format!("{id}[/\"{topic}\"/]")
+            } else {
+                format!("{id}([\"{topic}\"])")
+            };
+            let _ = writeln!(out, "    {shape}");
+        }
+        for (index, stage) in self.config.stages.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    {}[\"<b>{}</b><br/>{}\"]",
+                names.stages[index],
+                stage.name,
+                self.handlers_of(index)
+            );
+        }
+        for (index, stage) in self.config.stages.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    {} --> {}",
+                names.topics[&stage.input], names.stages[index]
+            );
+        }
+        for produced in &self.produced {
+            let from = &names.stages[produced.stage];
+            let to = &names.topics[&produced.topic];
+            let _ = match &produced.link {
+                Link::Output => writeln!(out, "    {from} --> {to}"),
+                Link::Branch(name) => writeln!(out, "    {from} -- \"{name}\" --> {to}"),
+                Link::DeadLetter => writeln!(out, "    {from} -. \"dead letter\" .-> {to}"),
+            };
+        }
+        out
+    }
+
+    /// The graph in Graphviz DOT: `host graph --format dot | dot -Tsvg`.
+    pub fn dot(&self) -> String {
+        let names = self.node_names();
+        let mut out = String::from(
+            "digraph pipeline {\n    rankdir=LR;\n    node [fontname=\"Helvetica\", fontsize=11];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
+        );
+        for (topic, id) in &names.topics {
+            let style = if self.sources().contains(topic.as_str()) {
+                "shape=cds, style=filled, fillcolor=\"#dbeafe\""
+            } else if self.is_dead_letter_only(topic) {
+                "shape=note, style=filled, fillcolor=\"#fee2e2\""
+            } else {
+                "shape=note, style=filled, fillcolor=\"#f3f4f6\""
+            };
+            let _ = writeln!(out, "    {id} [label=\"{topic}\", {style}];");
+        }
+        for (index, stage) in self.config.stages.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    {} [label=<<b>{}</b><br/><font point-size=\"9\">{}</font>>, shape=box, style=\"rounded,filled\", fillcolor=\"#dcfce7\"];",
+                names.stages[index],
+                stage.name,
+                self.handlers_of(index)
+            );
+        }
+        for (index, stage) in self.config.stages.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    {} -> {};",
+                names.topics[&stage.input], names.stages[index]
+            );
+        }
+        for produced in &self.produced {
+            let from = &names.stages[produced.stage];
+            let to = &names.topics[&produced.topic];
+            let _ = match &produced.link {
+                Link::Output => writeln!(out, "    {from} -> {to};"),
+                Link::Branch(name) => writeln!(out, "    {from} -> {to} [label=\"{name}\"];"),
+                Link::DeadLetter => {
+                    writeln!(out, "    {from} -> {to} [style=dashed, color=\"#b91c1c\"];")
+                }
+            };
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    fn is_dead_letter_only(&self, topic: &str) -> bool {
+        let mut writers = self.produced.iter().filter(|p| p.topic == topic).peekable();
+        writers.peek().is_some() && writers.all(|p| p.link == Link::DeadLetter)
+    }
+
+    /// `handler` or `field: value → handler, …` for a stage's box.
+    fn handlers_of(&self, index: usize) -> String {
+        let stage = &self.config.stages[index];
+        match (&stage.handler, &stage.route) {
+            (Some(handler), _) => handler.clone(),
+            (None, Some(route)) => {
+                let by_handler: BTreeMap<&str, Vec<&str>> =
+                    route
+                        .to
+                        .iter()
+                        .fold(BTreeMap::new(), |mut map, (value, handler)| {
+                            map.entry(handler.as_str())
+                                .or_default()
+                                .push(value.as_str());
+                            map
+                        });
+                let routes: Vec<String> = by_handler
+                    .iter()
+                    .map(|(handler, values)| format!("{} → {handler}", values.join("|")))
+                    .collect();
+                format!("{}: {}", route.field, routes.join(", "))
+            }
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Identifiers safe in both languages: `t0…` for topics, `s0…` for stages.
+    fn node_names(&self) -> NodeNames {
+        let mut topics = BTreeMap::new();
+        let all = self
+            .config
+            .stages
+            .iter()
+            .map(|stage| stage.input.clone())
+            .chain(self.config.sources.iter().flatten().cloned())
+            .chain(self.produced.iter().map(|produced| produced.topic.clone()));
+        for topic in all {
+            let next = topics.len();
+            topics.entry(topic).or_insert_with(|| format!("t{next}"));
+        }
+        let stages = (0..self.config.stages.len())
+            .map(|index| format!("s{index}"))
+            .collect();
+        NodeNames { topics, stages }
+    }
+}
+
+struct NodeNames {
+    topics: BTreeMap<String, String>,
+    stages: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(stages: &str, sources: &str) -> Config {
+        serde_yaml::from_str(&format!(
+            "kafka: {{brokers: b}}\nhandlers: {{h: {{path: h.wasm}}}}\n{sources}\nstages:\n{stages}"
+        ))
+        .expect("test config parses")
+    }
+
+    fn stage(name: &str, input: &str, output: &str) -> String {
+        format!(
+            "  - {{name: {name}, input: {input}, output: {output}, dead_letter: dlq, handler: h}}\n"
+        )
+    }
+
+    #[test]
+    fn a_chain_with_fan_out_has_no_cycle_and_one_source() {
+        let stages = [
+            stage("a", "in", "t1"),
+            stage("b", "t1", "t2"),
+            stage("c", "t2", "t3"),
+            stage("d", "t2", "t4"),
+        ]
+        .concat();
+        let config = config(&stages, "");
+        let graph = Graph::of(&config);
+        assert_eq!(graph.cycle(), None);
+        assert_eq!(graph.sources(), BTreeSet::from(["in"]));
+        assert!(graph.dangling().is_empty());
+    }
+
+    #[test]
+    fn a_cycle_is_named_stage_by_stage() {
+        let stages = [
+            stage("a", "in", "t1"),
+            stage("b", "t1", "t2"),
+            stage("c", "t2", "t1"),
+        ]
+        .concat();
+        let config = config(&stages, "");
+        let graph = Graph::of(&config);
+        let cycle = graph.cycle().expect("b and c feed each other");
+        assert_eq!(graph.describe_cycle(&cycle), "b → (t2) → c → (t1) → b");
+    }
+
+    #[test]
+    fn a_branch_back_to_an_earlier_stage_is_a_cycle() {
+        let stages = [
+            stage("a", "in", "t1"),
+            "  - {name: b, input: t1, output: t2, dead_letter: dlq, handler: h, branches: {retry: in}}\n"
+                .to_string(),
+        ]
+        .concat();
+        let config = config(&stages, "");
+        let graph = Graph::of(&config);
+        let cycle = graph.cycle().expect("b's branch feeds a");
+        assert_eq!(graph.describe_cycle(&cycle), "a → (t1) → b → (in) → a");
+    }
+
+    #[test]
+    fn with_sources_an_input_nobody_feeds_dangles() {
+        let stages = [stage("a", "in", "t1"), stage("b", "t_1", "t2")].concat();
+        let config = config(&stages, "sources: [in]");
+        let graph = Graph::of(&config);
+        assert_eq!(
+            graph.dangling(),
+            vec![Dangling {
+                stage: 1,
+                topic: "t_1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn drawings_name_every_stage_topic_and_branch() {
+        let stages = [
+            stage("a", "in", "t1"),
+            "  - {name: b, input: t1, output: t2, dead_letter: dlq, branches: {large: alerts}, route: {to: {sum: h}}}\n"
+                .to_string(),
+        ]
+        .concat();
+        let config = config(&stages, "sources: [in]");
+        let graph = Graph::of(&config);
+        let mermaid = graph.mermaid();
+        let dot = graph.dot();
+        for drawing in [&mermaid, &dot] {
+            for word in [
+                "\"in\"",
+                "\"t1\"",
+                "\"t2\"",
+                "\"alerts\"",
+                "\"dlq\"",
+                "large",
+                "operation: sum → h",
+            ] {
+                assert!(drawing.contains(word), "{word} missing from\n{drawing}");
+            }
+        }
+        assert!(mermaid.starts_with("flowchart LR\n"));
+        assert!(mermaid.contains("-. \"dead letter\" .->"));
+        assert!(dot.starts_with("digraph pipeline {") && dot.ends_with("}\n"));
+        // One node per topic, even when several stages write the same one.
+        assert_eq!(dot.matches("label=\"dlq\"").count(), 1);
+    }
+}
