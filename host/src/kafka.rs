@@ -213,7 +213,8 @@ pub async fn ensure_topics(
             NewTopic::new(
                 topic,
                 kafka.topics.partitions,
-                TopicReplication::Fixed(kafka.topics.replication_factor),
+                // -1 asks the broker for its `default.replication.factor`.
+                TopicReplication::Fixed(kafka.topics.replication_factor.unwrap_or(-1)),
             )
         })
         .collect();

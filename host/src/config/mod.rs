@@ -171,9 +171,10 @@ pub struct TopicDefaults {
     /// Partitions for topics the host creates.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
-    /// Replication factor for topics the host creates.
-    #[serde(default = "default_replication")]
-    pub replication_factor: i32,
+    /// Replication factor for topics the host creates; `None` takes the
+    /// brokers' `default.replication.factor`.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
 }
 
 impl Default for TopicDefaults {
@@ -181,7 +182,7 @@ impl Default for TopicDefaults {
         Self {
             create: true,
             partitions: default_partitions(),
-            replication_factor: default_replication(),
+            replication_factor: None,
         }
     }
 }
@@ -191,9 +192,6 @@ fn yes() -> bool {
 }
 fn default_partitions() -> i32 {
     3
-}
-fn default_replication() -> i32 {
-    1
 }
 
 /// A YAML scalar used as a property or setting value.
@@ -532,7 +530,12 @@ impl LoadedConfig {
         if config.kafka.topics.partitions < 1 {
             return Err(self.error(&topics.key("partitions"), "must be at least 1"));
         }
-        if config.kafka.topics.replication_factor < 1 {
+        if config
+            .kafka
+            .topics
+            .replication_factor
+            .is_some_and(|factor| factor < 1)
+        {
             return Err(self.error(&topics.key("replication_factor"), "must be at least 1"));
         }
         let transactions = kafka.key("transactions");
@@ -830,7 +833,11 @@ impl LoadedConfig {
             let _ = writeln!(
                 out,
                 "missing topics are created with {} partition(s), replication factor {}",
-                kafka.topics.partitions, kafka.topics.replication_factor
+                kafka.topics.partitions,
+                kafka
+                    .topics
+                    .replication_factor
+                    .map_or("of the brokers' default".to_string(), |f| f.to_string())
             );
         }
         for (scope, properties) in [
