@@ -17,7 +17,7 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 plugins_dir="$repo_root/plugins"
-components=(add subtract)
+components=(add subtract parse enrich audit notify)
 
 cd "$plugins_dir"
 
