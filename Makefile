@@ -2,18 +2,23 @@
 #
 #   make run         set up, build, start local Kafka if none answers, run config.yml
 #   make test        set up, build, start local Kafka, run the whole test suite
+#   make run-graph   the same as `make run` for the tutorial's graph, examples/graph.yml
 #   make kafka-up    start the local Apache Kafka broker (KRaft) on 127.0.0.1:9092
 #   make kafka-down  stop it
 #   make plugins     build the handler components (both build variants)
 #   make lint        cargo fmt --check and clippy -D warnings, host and plugins
+#   make graph-picture  redraw examples/graph.svg from examples/graph.yml (needs Graphviz `dot`)
 
 CARGO ?= cargo
 HOST  := target/release/host
 
-.PHONY: run test setup plugins build kafka-up kafka-down lint fuzz
+.PHONY: run run-graph test setup plugins build kafka-up kafka-down lint fuzz graph-picture
 
 run: setup plugins build kafka-up
 	$(HOST) run config.yml
+
+run-graph: setup plugins build kafka-up
+	$(HOST) run examples/graph.yml
 
 test: setup plugins kafka-up
 	$(CARGO) test --release --workspace
@@ -43,3 +48,7 @@ lint:
 # Each cargo-fuzz target for FUZZ_SECONDS (default 60); needs nightly (installed if missing).
 fuzz:
 	scripts/fuzz.sh
+
+# The picture of the example graph in README.md and examples/README.md.
+graph-picture: build
+	$(HOST) graph examples/graph.yml --format dot | dot -Tsvg -o examples/graph.svg
