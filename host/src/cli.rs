@@ -109,6 +109,21 @@ pub enum Command {
         #[arg(long, default_value = "sum")]
         operation: String,
     },
+    /// Writes a new handler project that builds and passes its own test.
+    NewPlugin {
+        /// The handler's name (a-z, 0-9, `-`, `_`).
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Language::Rust)]
+        lang: crate::scaffold::Language,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The guest kit, `plugins/guest` of the Stagehost repository
+        /// (default: found above the current directory or the host binary).
+        #[arg(long)]
+        kit: Option<PathBuf>,
+    },
     /// Plugin tools.
     Plugin {
         /// The plugin command.

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod reload;
 pub mod routing;
 pub mod sandbox;
+pub mod scaffold;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;

@@ -83,6 +83,25 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
+        Command::NewPlugin {
+            name,
+            lang,
+            dir,
+            kit,
+        } => {
+            let kit = match kit {
+                Some(kit) => kit,
+                None => stagehost::scaffold::find_kit()?,
+            };
+            let dir = dir.unwrap_or_else(|| name.clone().into());
+            let made = stagehost::scaffold::new_plugin(&name, lang, &dir, &kit)?;
+            println!("wrote {}:", made.dir.display());
+            for file in &made.files {
+                println!("  {file}");
+            }
+            println!("next:\n{}", made.next_steps);
+            Ok(())
+        }
         Command::Plugin {
             command: PluginCommand::Inspect { path },
         } => {
