@@ -24,10 +24,15 @@ pub fn request(id: u64) -> String {
 /// Sends ids `0..count` to `topic` at `rate` per second from a thread of
 /// its own, keyed over `keys` keys; waits for every acknowledgement.
 pub fn feed(topic: &str, count: u64, rate: u64, keys: u64) -> JoinHandle<()> {
-    let topic = topic.to_string();
+    feed_to(&brokers(), topic, count, rate, keys)
+}
+
+/// [`feed`] on the cluster at `bootstrap`.
+pub fn feed_to(bootstrap: &str, topic: &str, count: u64, rate: u64, keys: u64) -> JoinHandle<()> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
     std::thread::spawn(move || {
         let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", bootstrap)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
@@ -95,15 +100,20 @@ pub struct Tally {
 
 impl Tally {
     pub fn start(topic: &str, partitions: i32) -> Self {
+        Self::start_on(&brokers(), topic, partitions)
+    }
+
+    /// [`Tally::start`] on the cluster at `bootstrap`.
+    pub fn start_on(bootstrap: &str, topic: &str, partitions: i32) -> Self {
         let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
         let distinct = Arc::new(AtomicUsize::new(0));
         let reading = Arc::new(AtomicBool::new(true));
         let reader = {
             let (seen, distinct, reading) = (seen.clone(), distinct.clone(), reading.clone());
-            let topic = topic.to_string();
+            let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
             std::thread::spawn(move || {
                 let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", brokers())
+                    .set("bootstrap.servers", bootstrap)
                     .set("group.id", unique("tally"))
                     .set("enable.auto.commit", "false")
                     .set("isolation.level", "read_committed")
@@ -152,20 +162,32 @@ impl Tally {
     /// Waits until at least `count` distinct ids were seen; panics after
     /// `timeout`, or when `host` exits meanwhile.
     pub fn wait_for(&self, count: usize, timeout: Duration, host: &mut HostProcess) {
+        self.wait_for_hosts(count, timeout, std::slice::from_mut(host));
+    }
+
+    /// [`Tally::wait_for`] with several hosts: panics when any host that
+    /// was not stopped by the test exits.
+    pub fn wait_for_hosts(&self, count: usize, timeout: Duration, hosts: &mut [HostProcess]) {
         let started = Instant::now();
+        let logs = |hosts: &[HostProcess]| {
+            let logs: Vec<String> = hosts.iter().map(HostProcess::log).collect();
+            logs.join("\n-- next host --\n")
+        };
         while self.distinct() < count {
-            if let Some(status) = host.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "the host exited ({status}) at {} of {count} ids; log:\n{}",
-                    self.distinct(),
-                    host.log()
-                );
+            for host in hosts.iter_mut() {
+                if let Some(status) = host.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!(
+                        "the host exited ({status}) at {} of {count} ids; log:\n{}",
+                        self.distinct(),
+                        host.log()
+                    );
+                }
             }
             assert!(
                 started.elapsed() < timeout,
                 "only {} of {count} ids after {timeout:?}; host log:\n{}",
                 self.distinct(),
-                host.log()
+                logs(hosts)
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -263,6 +285,58 @@ impl HostProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Whether the process runs (it was not stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Waits until a log line contains `needle` and returns it without
+    /// colour codes; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let log = strip_ansi(&self.log());
+            if let Some(line) = log.lines().find(|line| line.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no `{needle}` in the host log after {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The admin port's address, from the host's log (for `listen` port 0).
+    pub fn admin_address(&self, timeout: Duration) -> std::net::SocketAddr {
+        let line = self.wait_for_log("admin server listening", timeout);
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix("address="))
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no address in `{line}`"))
+    }
+}
+
+/// `text` without ANSI escape sequences (the human log format colours fields).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final byte in '@'..='~'.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 impl Drop for HostProcess {
