@@ -17,7 +17,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use rdkafka::ClientContext;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use serde::Deserialize;
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -395,7 +396,29 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+/// Logs each assignment and revocation, so that with several hosts in a
+/// group each log says which partitions it holds.
+impl ConsumerContext for LagContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            let mut numbers: Vec<i32> = list.elements().iter().map(|p| p.partition()).collect();
+            numbers.sort_unstable();
+            format!("{numbers:?}")
+        };
+        let stage = self.stage.name();
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions revoked");
+            }
+            Rebalance::Error(err) => {
+                tracing::warn!(stage, topic = %self.topic, cause = %err, "rebalance failed");
+            }
+        }
+    }
+}
 
 /// The value cached under `key`, created by `make` on first use.
 fn cached<K, Q, V>(map: &RwLock<HashMap<K, V>>, key: &Q, make: impl FnOnce() -> V) -> V

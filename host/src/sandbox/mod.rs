@@ -126,6 +126,10 @@ impl Sandbox {
         // Compile on one thread: a hot swap compiles while messages flow, and
         // on a small machine parallel compilation would take every core from them.
         config.parallel_compilation(false);
+        // Handlers export plain (not component-model-async) functions: without
+        // the concurrent machinery, each call is a plain fiber switch
+        // (measured with `host bench`: see BENCHMARKS.md).
+        config.concurrency_support(false);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
