@@ -184,91 +184,51 @@ impl<'a> Graph<'a> {
         text
     }
 
-    /// The graph as a Mermaid flowchart: topics as rounded nodes, stages as
-    /// boxes naming their handlers, dead-letter links dotted.
+    /// The graph as a Mermaid flowchart: topics as rounded nodes (sources
+    /// as parallelograms), stages as boxes naming their handlers,
+    /// dead-letter links dotted.
     pub fn mermaid(&self) -> String {
-        let names = self.node_names();
-        let mut out = String::from("flowchart LR\n");
-        for (topic, id) in &names.topics {
-            let shape = if self.sources().contains(topic.as_str()) {
-                format!("{id}[/\"{topic}\"/]")
-            } else {
-                format!("{id}([\"{topic}\"])")
-            };
-            let _ = writeln!(out, "    {shape}");
-        }
-        for (index, stage) in self.config.stages.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "    {}[\"<b>{}</b><br/>{}\"]",
-                names.stages[index],
-                stage.name,
-                self.handlers_of(index)
-            );
-        }
-        for (index, stage) in self.config.stages.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "    {} --> {}",
-                names.topics[&stage.input], names.stages[index]
-            );
-        }
-        for produced in &self.produced {
-            let from = &names.stages[produced.stage];
-            let to = &names.topics[&produced.topic];
-            let _ = match &produced.link {
-                Link::Output => writeln!(out, "    {from} --> {to}"),
-                Link::Branch(name) => writeln!(out, "    {from} -- \"{name}\" --> {to}"),
-                Link::DeadLetter => writeln!(out, "    {from} -. \"dead letter\" .-> {to}"),
-            };
-        }
-        out
+        self.draw(&Mermaid)
     }
 
     /// The graph in Graphviz DOT: `host graph --format dot | dot -Tsvg`.
     pub fn dot(&self) -> String {
+        self.draw(&Dot)
+    }
+
+    /// Every node, then every edge, in the given language.
+    fn draw(&self, language: &dyn Language) -> String {
         let names = self.node_names();
-        let mut out = String::from(
-            "digraph pipeline {\n    rankdir=LR;\n    node [fontname=\"Helvetica\", fontsize=11];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
-        );
+        let sources = self.sources();
+        let mut out = language.start();
         for (topic, id) in &names.topics {
-            let style = if self.sources().contains(topic.as_str()) {
-                "shape=cds, style=filled, fillcolor=\"#dbeafe\""
+            let kind = if sources.contains(topic.as_str()) {
+                TopicKind::Source
             } else if self.is_dead_letter_only(topic) {
-                "shape=note, style=filled, fillcolor=\"#fee2e2\""
+                TopicKind::DeadLetters
             } else {
-                "shape=note, style=filled, fillcolor=\"#f3f4f6\""
+                TopicKind::Plain
             };
-            let _ = writeln!(out, "    {id} [label=\"{topic}\", {style}];");
+            out.push_str(&language.topic(id, topic, kind));
         }
         for (index, stage) in self.config.stages.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "    {} [label=<<b>{}</b><br/><font point-size=\"9\">{}</font>>, shape=box, style=\"rounded,filled\", fillcolor=\"#dcfce7\"];",
-                names.stages[index],
-                stage.name,
-                self.handlers_of(index)
-            );
+            out.push_str(&language.stage(
+                &names.stages[index],
+                &stage.name,
+                &self.handlers_of(index),
+            ));
         }
         for (index, stage) in self.config.stages.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "    {} -> {};",
-                names.topics[&stage.input], names.stages[index]
-            );
+            out.push_str(&language.edge(&names.topics[&stage.input], &names.stages[index], None));
         }
         for produced in &self.produced {
-            let from = &names.stages[produced.stage];
-            let to = &names.topics[&produced.topic];
-            let _ = match &produced.link {
-                Link::Output => writeln!(out, "    {from} -> {to};"),
-                Link::Branch(name) => writeln!(out, "    {from} -> {to} [label=\"{name}\"];"),
-                Link::DeadLetter => {
-                    writeln!(out, "    {from} -> {to} [style=dashed, color=\"#b91c1c\"];")
-                }
-            };
+            out.push_str(&language.edge(
+                &names.stages[produced.stage],
+                &names.topics[&produced.topic],
+                Some(&produced.link),
+            ));
         }
-        out.push_str("}\n");
+        out.push_str(language.end());
         out
     }
 
@@ -321,6 +281,95 @@ impl<'a> Graph<'a> {
             .map(|index| format!("s{index}"))
             .collect();
         NodeNames { topics, stages }
+    }
+}
+
+/// How a topic is drawn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TopicKind {
+    /// Fed from outside the graph.
+    Source,
+    /// Written only as dead letters.
+    DeadLetters,
+    /// Any other topic.
+    Plain,
+}
+
+/// A language the graph is drawn in; each method returns whole lines.
+trait Language {
+    fn start(&self) -> String;
+    fn topic(&self, id: &str, name: &str, kind: TopicKind) -> String;
+    fn stage(&self, id: &str, name: &str, handlers: &str) -> String;
+    /// An edge: a stage's input when `link` is `None`, else what it writes.
+    fn edge(&self, from: &str, to: &str, link: Option<&Link>) -> String;
+    fn end(&self) -> &'static str;
+}
+
+struct Mermaid;
+
+impl Language for Mermaid {
+    fn start(&self) -> String {
+        "flowchart LR\n".into()
+    }
+
+    fn topic(&self, id: &str, name: &str, kind: TopicKind) -> String {
+        match kind {
+            TopicKind::Source => format!("    {id}[/\"{name}\"/]\n"),
+            TopicKind::DeadLetters | TopicKind::Plain => format!("    {id}([\"{name}\"])\n"),
+        }
+    }
+
+    fn stage(&self, id: &str, name: &str, handlers: &str) -> String {
+        format!("    {id}[\"<b>{name}</b><br/>{handlers}\"]\n")
+    }
+
+    fn edge(&self, from: &str, to: &str, link: Option<&Link>) -> String {
+        match link {
+            None | Some(Link::Output) => format!("    {from} --> {to}\n"),
+            Some(Link::Branch(name)) => format!("    {from} -- \"{name}\" --> {to}\n"),
+            Some(Link::DeadLetter) => format!("    {from} -. \"dead letter\" .-> {to}\n"),
+        }
+    }
+
+    fn end(&self) -> &'static str {
+        ""
+    }
+}
+
+struct Dot;
+
+impl Language for Dot {
+    fn start(&self) -> String {
+        "digraph pipeline {\n    rankdir=LR;\n    node [fontname=\"Helvetica\", fontsize=11];\n    edge [fontname=\"Helvetica\", fontsize=10];\n".into()
+    }
+
+    fn topic(&self, id: &str, name: &str, kind: TopicKind) -> String {
+        let style = match kind {
+            TopicKind::Source => "shape=cds, style=filled, fillcolor=\"#dbeafe\"",
+            TopicKind::DeadLetters => "shape=note, style=filled, fillcolor=\"#fee2e2\"",
+            TopicKind::Plain => "shape=note, style=filled, fillcolor=\"#f3f4f6\"",
+        };
+        format!("    {id} [label=\"{name}\", {style}];\n")
+    }
+
+    fn stage(&self, id: &str, name: &str, handlers: &str) -> String {
+        format!(
+            "    {id} [label=<<b>{name}</b><br/><font point-size=\"9\">{handlers}</font>>, shape=box, style=\"rounded,filled\", fillcolor=\"#dcfce7\"];\n"
+        )
+    }
+
+    fn edge(&self, from: &str, to: &str, link: Option<&Link>) -> String {
+        match link {
+            None | Some(Link::Output) => format!("    {from} -> {to};\n"),
+            Some(Link::Branch(name)) => format!("    {from} -> {to} [label=\"{name}\"];\n"),
+            Some(Link::DeadLetter) => {
+                format!("    {from} -> {to} [style=dashed, color=\"#b91c1c\"];\n")
+            }
+        }
+    }
+
+    fn end(&self) -> &'static str {
+        "}\n"
     }
 }
 
