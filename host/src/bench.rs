@@ -24,6 +24,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Messages in the phase-by-phase pass.
+const PHASE_MESSAGES: usize = 100_000;
+
 /// What `host bench` measures.
 pub struct BenchOptions {
     /// Messages per measured path.
@@ -147,6 +150,88 @@ async fn wasm_fresh(
     Ok(started.elapsed())
 }
 
+/// Where one path spends its time per message, measured in a separate
+/// pass (the clock reads would weigh on the timed one).
+#[derive(Default)]
+struct Phases {
+    /// Finding the handler from the routing field.
+    route: Duration,
+    /// The handler: the wasm call with its copies in and out, or the
+    /// native parse, compute and serialise.
+    handle: Duration,
+    /// Turning the outputs into records with their headers.
+    records: Duration,
+    messages: u32,
+}
+
+impl Phases {
+    fn row(&self, path: &str) -> String {
+        let per = |total: Duration| total.as_nanos() as f64 / f64::from(self.messages.max(1));
+        format!(
+            "{path:<36} {:>10.0} {:>12.0} {:>14.0}\n",
+            per(self.route),
+            per(self.handle),
+            per(self.records)
+        )
+    }
+}
+
+/// [`native`], phase by phase.
+fn native_phases(
+    route: &RouteTable,
+    component: &HandlerComponent,
+    handler: fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>,
+    inputs: &[Vec<u8>],
+) -> Phases {
+    let mut phases = Phases::default();
+    for (n, value) in inputs.iter().enumerate() {
+        let started = Instant::now();
+        route.resolve(value).expect("bench messages route");
+        let routed = Instant::now();
+        let input = message(value, n as u64);
+        let parsed = serde_json::from_slice(&input.value).expect("bench messages are JSON");
+        let answer = handler(parsed).expect("bench messages are valid");
+        let output = Output {
+            topic: None,
+            key: None,
+            value: serde_json::to_vec(&answer).expect("JSON serialises"),
+            headers: Vec::new(),
+        };
+        let handled = Instant::now();
+        std::hint::black_box(records(vec![output], component));
+        let done = Instant::now();
+        phases.route += routed - started;
+        phases.handle += handled - routed;
+        phases.records += done - handled;
+        phases.messages += 1;
+    }
+    phases
+}
+
+/// [`wasm_reused`], phase by phase.
+async fn wasm_phases(
+    route: &RouteTable,
+    component: &Arc<HandlerComponent>,
+    inputs: &[Vec<u8>],
+) -> Result<Phases, HandlerFailure> {
+    let mut instance = component.instantiate().await?;
+    let mut phases = Phases::default();
+    for (n, value) in inputs.iter().enumerate() {
+        let started = Instant::now();
+        route.resolve(value).expect("bench messages route");
+        let routed = Instant::now();
+        let outputs = instance.handle(&message(value, n as u64)).await?;
+        let handled = Instant::now();
+        std::hint::black_box(records(outputs, component));
+        let done = Instant::now();
+        phases.route += routed - started;
+        phases.handle += handled - routed;
+        phases.records += done - handled;
+        phases.messages += 1;
+    }
+    Ok(phases)
+}
+
 fn native(
     route: &RouteTable,
     component: &HandlerComponent,
@@ -255,5 +340,20 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         "\nall {} answers of the wasm path equal the native ones\n",
         inputs.len()
     ));
+
+    let sample = &inputs[..inputs.len().min(PHASE_MESSAGES)];
+    let native_split = native_phases(route, &component, baseline, sample);
+    let wasm_split = runtime.block_on(wasm_phases(route, &component, sample))?;
+    report.push_str(&format!(
+        "\nwhere the time goes, ns/message over {} messages (a separate pass)\n\
+         {:<36} {:>10} {:>12} {:>14}\n",
+        sample.len(),
+        "path",
+        "route",
+        "handler",
+        "records"
+    ));
+    report.push_str(&native_split.row("native"));
+    report.push_str(&wasm_split.row("wasm, reused instance"));
     Ok(report)
 }
