@@ -57,4 +57,5 @@ for target in wasm32-wasip2 wasm32-wasip1; do
         printf '%s\t%s bytes\n' "$artefact" "$(wc -c <"$artefact" | tr -d ' ')"
     done
 done
+"$repo_root/scripts/build-foreign-plugins.sh"
 exit "$status"

@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     let steady_to = Instant::now();
     let mut swap_points: Vec<(&str, Instant, String)> = Vec::new();
     for swap in 0..swaps {
-        let bytes = &builds[(swap + 1) % 2];
+        let bytes = &fresh_build(&builds[(swap + 1) % 2], &run, swap);
         let version = version_of(bytes);
         if swap % 2 == 0 {
             let at = Instant::now();
@@ -247,4 +247,32 @@ async fn main() -> anyhow::Result<()> {
         firsts[firsts.len() - 1]
     );
     Ok(())
+}
+
+/// `component` with a custom section naming this run and swap appended, so
+/// that every swap installs bytes never compiled before (as a new build
+/// would be) and the compile cache cannot answer for it.
+fn fresh_build(component: &[u8], run: &str, swap: usize) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"stagehost-bench";
+    let payload = format!("{run}-{swap}");
+    let mut section = Vec::new();
+    leb128(name.len(), &mut section);
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload.as_bytes());
+    let mut bytes = component.to_vec();
+    bytes.push(0); // custom section id
+    leb128(section.len(), &mut bytes);
+    bytes.extend_from_slice(&section);
+    bytes
 }

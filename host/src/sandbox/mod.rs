@@ -108,6 +108,30 @@ impl HandlerFailure {
     }
 }
 
+/// The on-disk cache of compiled components: a component compiled once
+/// (at a start, a swap or a rollback) loads again in milliseconds instead of
+/// being compiled anew, which for a large component (a Python or JavaScript
+/// handler) takes many seconds. `STAGEHOST_COMPILE_CACHE` names its
+/// directory, or `off` turns it off; the default is wasmtime's own cache
+/// directory (`~/.cache/wasmtime`).
+fn compile_cache() -> Option<wasmtime::Cache> {
+    let mut settings = wasmtime::CacheConfig::new();
+    match std::env::var("STAGEHOST_COMPILE_CACHE") {
+        Ok(value) if value == "off" => return None,
+        Ok(directory) if !directory.is_empty() => {
+            settings.with_directory(directory);
+        }
+        _ => {}
+    }
+    match wasmtime::Cache::new(settings) {
+        Ok(cache) => Some(cache),
+        Err(err) => {
+            tracing::warn!(cause = %format!("{err:#}"), "no compile cache; every load compiles");
+            None
+        }
+    }
+}
+
 /// The process-wide engine and linker.
 pub struct Sandbox {
     engine: Engine,
@@ -130,6 +154,9 @@ impl Sandbox {
         // the concurrent machinery, each call is a plain fiber switch
         // (measured with `host bench`: see BENCHMARKS.md).
         config.concurrency_support(false);
+        if let Some(cache) = compile_cache() {
+            config.cache(Some(cache));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
