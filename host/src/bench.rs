@@ -58,7 +58,7 @@ impl Measured {
 fn request(operation: &str, n: u64) -> Vec<u8> {
     format!(
         r#"{{"operation":"{operation}","operator_1":"{n}","operator_2":"{}"}}"#,
-        n % 97
+        n % 97 + 1
     )
     .into_bytes()
 }
@@ -269,9 +269,9 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         .handler(&handler)
         .with_context(|| format!("handler `{handler}` is not loaded"))?
         .clone();
-    let baseline = native_handler(&handler).with_context(|| {
-        format!("the host has no native build of `{handler}` to compare with (add or subtract)")
-    })?;
+    // Handlers in other languages (multiply, divide) have no native twin:
+    // they are measured on their own.
+    let baseline = native_handler(&handler);
     let inputs: Vec<Vec<u8>> = (0..options.messages)
         .map(|n| request(&options.operation, n))
         .collect();
@@ -281,12 +281,16 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         .enable_time()
         .build()?;
 
-    native(route, &component, baseline, warm_up);
-    let (native_elapsed, native_values) = native(route, &component, baseline, &inputs);
+    let native_run = baseline.map(|baseline| {
+        native(route, &component, baseline, warm_up);
+        native(route, &component, baseline, &inputs)
+    });
     runtime.block_on(wasm_reused(route, &component, warm_up))?;
     let (wasm_elapsed, wasm_values) = runtime.block_on(wasm_reused(route, &component, &inputs))?;
     let fresh_elapsed = runtime.block_on(wasm_fresh(route, &component, fresh_inputs))?;
-    if let Some(n) = (0..inputs.len()).find(|&n| native_values[n] != wasm_values[n]) {
+    if let Some((_, native_values)) = &native_run
+        && let Some(n) = (0..inputs.len()).find(|&n| native_values[n] != wasm_values[n])
+    {
         anyhow::bail!(
             "native and wasm answers differ for {}: {} vs {}",
             String::from_utf8_lossy(&inputs[n]),
@@ -295,24 +299,25 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         );
     }
 
-    let rows = [
-        Measured {
+    let mut rows = Vec::new();
+    if let Some((native_elapsed, _)) = native_run {
+        rows.push(Measured {
             path: "native (same logic, in the host)",
             messages: options.messages,
             elapsed: native_elapsed,
-        },
-        Measured {
-            path: "wasm, reused instance",
-            messages: options.messages,
-            elapsed: wasm_elapsed,
-        },
-        Measured {
-            path: "wasm, fresh instance per message",
-            messages: fresh_inputs.len() as u64,
-            elapsed: fresh_elapsed,
-        },
-    ];
-    let native_ns = rows[0].nanos_per_message();
+        });
+    }
+    rows.push(Measured {
+        path: "wasm, reused instance",
+        messages: options.messages,
+        elapsed: wasm_elapsed,
+    });
+    rows.push(Measured {
+        path: "wasm, fresh instance per message",
+        messages: fresh_inputs.len() as u64,
+        elapsed: fresh_elapsed,
+    });
+    let native_ns = baseline.map(|_| rows[0].nanos_per_message());
     let mut report = format!(
         "host bench: handler `{handler}` (version {}, {} bytes), operation `{}`, one thread\n\
          route -> handler -> output records, no Kafka\n\n\
@@ -327,23 +332,29 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         "x native"
     );
     for row in &rows {
+        let ratio = native_ns
+            .map(|native| format!("{:.2}", row.nanos_per_message() / native))
+            .unwrap_or_else(|| "-".into());
         report.push_str(&format!(
-            "{:<36} {:>10} {:>12.0} {:>14.0} {:>10.2}\n",
+            "{:<36} {:>10} {:>12.0} {:>14.0} {:>10}\n",
             row.path,
             row.messages,
             row.nanos_per_message(),
             row.per_second(),
-            row.nanos_per_message() / native_ns
+            ratio
         ));
     }
-    report.push_str(&format!(
-        "\nall {} answers of the wasm path equal the native ones\n",
-        inputs.len()
-    ));
+    report.push_str(&match baseline {
+        Some(_) => format!(
+            "\nall {} answers of the wasm path equal the native ones\n",
+            inputs.len()
+        ),
+        None => format!(
+            "\nno native build of `{handler}` to compare with (the host has add and subtract)\n"
+        ),
+    });
 
     let sample = &inputs[..inputs.len().min(PHASE_MESSAGES)];
-    let native_split = native_phases(route, &component, baseline, sample);
-    let wasm_split = runtime.block_on(wasm_phases(route, &component, sample))?;
     report.push_str(&format!(
         "\nwhere the time goes, ns/message over {} messages (a separate pass)\n\
          {:<36} {:>10} {:>12} {:>14}\n",
@@ -353,7 +364,10 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         "handler",
         "records"
     ));
-    report.push_str(&native_split.row("native"));
+    if let Some(baseline) = baseline {
+        report.push_str(&native_phases(route, &component, baseline, sample).row("native"));
+    }
+    let wasm_split = runtime.block_on(wasm_phases(route, &component, sample))?;
     report.push_str(&wasm_split.row("wasm, reused instance"));
     Ok(report)
 }

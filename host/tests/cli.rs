@@ -44,7 +44,7 @@ fn graph_draws_the_calculator_in_mermaid_and_dot() {
     for line in [
         "[/\"calc-requests\"/]",
         "([\"calc-results\"])",
-        "<b>calculator</b><br/>operation: add|sum → add, sub|subtract → subtract",
+        "<b>calculator</b><br/>operation: add|sum → add, div|divide → divide, mul|multiply → multiply, sub|subtract → subtract",
         "-. \"dead letter\" .->",
     ] {
         assert!(stdout.contains(line), "no `{line}` in {stdout}");
@@ -99,10 +99,26 @@ fn bench_compares_wasm_with_native_on_the_same_answers() {
         stdout.contains("all 3000 answers of the wasm path equal the native ones"),
         "{stdout}"
     );
-    let unknown = host(&["bench", "config.yml", "--operation", "divide"]);
+    // A handler without a native twin (Python's multiply) is measured alone.
+    let alone = host(&[
+        "bench",
+        "config.yml",
+        "--messages",
+        "200",
+        "--fresh-messages",
+        "5",
+        "--operation",
+        "mul",
+    ]);
+    let stdout = text(&alone.stdout);
+    assert!(alone.status.success(), "{}", text(&alone.stderr));
+    assert!(stdout.contains("handler `multiply`"), "{stdout}");
+    assert!(stdout.contains("no native build of `multiply`"), "{stdout}");
+    assert!(!stdout.contains("native (same logic"), "{stdout}");
+    let unknown = host(&["bench", "config.yml", "--operation", "modulo"]);
     assert!(!unknown.status.success());
     assert!(
-        text(&unknown.stderr).contains("routes operation `divide`"),
+        text(&unknown.stderr).contains("routes operation `modulo`"),
         "{}",
         text(&unknown.stderr)
     );
