@@ -121,6 +121,8 @@ pub enum Command {
         dir: Option<PathBuf>,
         /// The guest kit, `plugins/guest` of the Stagehost repository
         /// (default: found above the current directory or the host binary).
+        /// Python and JavaScript plugins build against the WIT world in the
+        /// repository's `wit/` directory next to it.
         #[arg(long)]
         kit: Option<PathBuf>,
     },
