@@ -1,5 +1,6 @@
 //! Turns a guest's stdout and stderr into host log lines tagged with the
-//! handler's name, one event per line written.
+//! handler's name, one event per whole line written; a line the guest never
+//! finished is logged when its stream goes away (or grows past `MAX_LINE`).
 
 use bytes::Bytes;
 use std::pin::Pin;
@@ -70,6 +71,15 @@ impl GuestOutput {
     }
 }
 
+/// The last handle to a stream logs what is left of an unfinished line.
+impl Drop for GuestOutput {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.pending) == 1 {
+            self.flush_pending();
+        }
+    }
+}
+
 impl IsTerminal for GuestOutput {
     fn is_terminal(&self) -> bool {
         false
@@ -97,8 +107,9 @@ impl OutputStream for GuestOutput {
         Ok(())
     }
 
+    /// A flush keeps a partial line: Python flushes stderr after every
+    /// write, and each piece of a traceback line would become a log line.
     fn flush(&mut self) -> StreamResult<()> {
-        self.flush_pending();
         Ok(())
     }
 
@@ -118,7 +129,7 @@ impl tokio::io::AsyncWrite for GuestOutput {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.flush_pending();
+        // As in `OutputStream::flush`: only whole lines are logged.
         Poll::Ready(Ok(()))
     }
 
