@@ -7,12 +7,13 @@
 #   make kafka-down  stop it
 #   make plugins     build the handler components (both build variants)
 #   make lint        cargo fmt --check and clippy -D warnings, host and plugins
+#   make bench-e2e   end-to-end benchmark on local Kafka: Stagehost, a native Rust loop, the tutorial's Python consumer
 #   make graph-picture  redraw examples/graph.svg from examples/graph.yml (needs Graphviz `dot`)
 
 CARGO ?= cargo
 HOST  := target/release/host
 
-.PHONY: run run-graph test setup plugins build kafka-up kafka-down lint fuzz graph-picture
+.PHONY: run run-graph test setup plugins build kafka-up kafka-down lint fuzz graph-picture bench-e2e
 
 run: setup plugins build kafka-up
 	$(HOST) run config.yml
@@ -23,6 +24,8 @@ run-graph: setup plugins build kafka-up
 test: setup plugins kafka-up
 	$(CARGO) test --release --workspace
 	cd plugins && $(CARGO) test --workspace
+	cd plugins/multiply && python3 -m unittest -q
+	cd plugins/divide && npm test --silent
 
 setup:
 	scripts/setup.sh
@@ -52,3 +55,10 @@ fuzz:
 # The picture of the example graph in README.md and examples/README.md.
 graph-picture: build
 	$(HOST) graph examples/graph.yml --format dot | dot -Tsvg -o examples/graph.svg
+
+# End-to-end benchmark against the local broker; prints a Markdown table.
+# Knobs: MESSAGES, PARTITIONS, SIZE, CONTENDERS, LATENCY_SECONDS (see host/benches/e2e.rs).
+bench-e2e: plugins kafka-up
+	scripts/bench/setup-python.sh >/dev/null
+	$(CARGO) build --release -p stagehost --example native_loop
+	$(CARGO) bench -p stagehost --bench e2e
