@@ -75,10 +75,11 @@ fn message(value: &[u8], n: u64) -> Message {
     }
 }
 
+/// A handler's logic built into the host.
+type NativeHandler = fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>;
+
 /// The native baseline for a handler, when the host has one.
-fn native_handler(
-    name: &str,
-) -> Option<fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>> {
+fn native_handler(name: &str) -> Option<NativeHandler> {
     match name {
         "add" => Some(calc::add),
         "subtract" => Some(calc::subtract),
@@ -165,6 +166,15 @@ struct Phases {
 }
 
 impl Phases {
+    /// Adds one message, from the instants it started, was routed, was
+    /// handled and was done.
+    fn add(&mut self, [started, routed, handled, done]: [Instant; 4]) {
+        self.route += routed - started;
+        self.handle += handled - routed;
+        self.records += done - handled;
+        self.messages += 1;
+    }
+
     fn row(&self, path: &str) -> String {
         let per = |total: Duration| total.as_nanos() as f64 / f64::from(self.messages.max(1));
         format!(
@@ -176,11 +186,25 @@ impl Phases {
     }
 }
 
+/// What the native baseline makes of one message: the same copy the wasm
+/// path makes to hand the message over, then parse, compute and serialise.
+fn native_output(handler: NativeHandler, value: &[u8], n: u64) -> Output {
+    let input = message(value, n);
+    let parsed = serde_json::from_slice(&input.value).expect("bench messages are JSON");
+    let answer = handler(parsed).expect("bench messages are valid");
+    Output {
+        topic: None,
+        key: None,
+        value: serde_json::to_vec(&answer).expect("JSON serialises"),
+        headers: Vec::new(),
+    }
+}
+
 /// [`native`], phase by phase.
 fn native_phases(
     route: &RouteTable,
     component: &HandlerComponent,
-    handler: fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>,
+    handler: NativeHandler,
     inputs: &[Vec<u8>],
 ) -> Phases {
     let mut phases = Phases::default();
@@ -188,22 +212,11 @@ fn native_phases(
         let started = Instant::now();
         route.resolve(value).expect("bench messages route");
         let routed = Instant::now();
-        let input = message(value, n as u64);
-        let parsed = serde_json::from_slice(&input.value).expect("bench messages are JSON");
-        let answer = handler(parsed).expect("bench messages are valid");
-        let output = Output {
-            topic: None,
-            key: None,
-            value: serde_json::to_vec(&answer).expect("JSON serialises"),
-            headers: Vec::new(),
-        };
+        let output = native_output(handler, value, n as u64);
         let handled = Instant::now();
         std::hint::black_box(records(vec![output], component));
         let done = Instant::now();
-        phases.route += routed - started;
-        phases.handle += handled - routed;
-        phases.records += done - handled;
-        phases.messages += 1;
+        phases.add([started, routed, handled, done]);
     }
     phases
 }
@@ -224,10 +237,7 @@ async fn wasm_phases(
         let handled = Instant::now();
         std::hint::black_box(records(outputs, component));
         let done = Instant::now();
-        phases.route += routed - started;
-        phases.handle += handled - routed;
-        phases.records += done - handled;
-        phases.messages += 1;
+        phases.add([started, routed, handled, done]);
     }
     Ok(phases)
 }
@@ -235,23 +245,14 @@ async fn wasm_phases(
 fn native(
     route: &RouteTable,
     component: &HandlerComponent,
-    handler: fn(serde_json::Value) -> Result<serde_json::Value, calc::HandlerError>,
+    handler: NativeHandler,
     inputs: &[Vec<u8>],
 ) -> (Duration, Vec<Vec<u8>>) {
     let mut values = Vec::with_capacity(inputs.len());
     let started = Instant::now();
     for (n, value) in inputs.iter().enumerate() {
         route.resolve(value).expect("bench messages route");
-        // The same copy the wasm path makes to hand the message over.
-        let input = message(value, n as u64);
-        let parsed = serde_json::from_slice(&input.value).expect("bench messages are JSON");
-        let answer = handler(parsed).expect("bench messages are valid");
-        let output = Output {
-            topic: None,
-            key: None,
-            value: serde_json::to_vec(&answer).expect("JSON serialises"),
-            headers: Vec::new(),
-        };
+        let output = native_output(handler, value, n as u64);
         let mut produced = records(vec![output], component);
         values.push(produced.pop().and_then(|r| r.value).unwrap_or_default());
     }
