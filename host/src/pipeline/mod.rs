@@ -80,11 +80,19 @@ pub(crate) fn output_records(
     outputs
         .into_iter()
         .map(|output| {
+            // The stage's own topics were checked with the config; a name the
+            // handler chose is checked here.
             let topic = match output.topic {
                 None => default_topic.to_string(),
-                Some(named) => branches.get(&named).cloned().unwrap_or(named),
+                Some(named) => match branches.get(&named) {
+                    Some(branch) => branch.clone(),
+                    None => {
+                        check_topic(&named)
+                            .map_err(|why| format!("handler output topic: {why}"))?;
+                        named
+                    }
+                },
             };
-            check_topic(&topic).map_err(|why| format!("handler output topic: {why}"))?;
             let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
             for header in &output.headers {
                 headers = headers.insert(Header {

@@ -132,6 +132,18 @@ fn compile_cache() -> Option<wasmtime::Cache> {
     }
 }
 
+/// `STAGEHOST_PROFILE=perfmap` (or `jitdump`) makes guest code visible to
+/// `perf`: wasmtime writes `/tmp/perf-PID.map` (or a jitdump file) naming
+/// each compiled function. Off by default.
+fn profiler() -> anyhow::Result<Option<wasmtime::ProfilingStrategy>> {
+    match std::env::var("STAGEHOST_PROFILE").as_deref() {
+        Err(_) | Ok("" | "off") => Ok(None),
+        Ok("perfmap") => Ok(Some(wasmtime::ProfilingStrategy::PerfMap)),
+        Ok("jitdump") => Ok(Some(wasmtime::ProfilingStrategy::JitDump)),
+        Ok(other) => anyhow::bail!("STAGEHOST_PROFILE={other}: expected perfmap, jitdump or off"),
+    }
+}
+
 /// The process-wide engine and linker.
 pub struct Sandbox {
     engine: Engine,
@@ -156,6 +168,9 @@ impl Sandbox {
         config.concurrency_support(false);
         if let Some(cache) = compile_cache() {
             config.cache(Some(cache));
+        }
+        if let Some(profiler) = profiler()? {
+            config.profiler(profiler);
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);

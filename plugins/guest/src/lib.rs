@@ -85,8 +85,19 @@ pub mod bindings {
     });
 }
 
+pub mod alloc;
 pub mod log;
 mod message;
+
+/// Small blocks from free lists, the rest from the standard allocator
+/// (see [`alloc`]); off with `default-features = false`.
+#[cfg(all(
+    feature = "size-classes",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static GLOBAL: alloc::SizeClasses<std::alloc::System> = alloc::SizeClasses::new(std::alloc::System);
 
 pub use message::handle_json;
 
