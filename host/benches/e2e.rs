@@ -19,8 +19,11 @@
 //! `MESSAGES` (1000000), `PARTITIONS` (4), `SIZE` (bytes per request, 100),
 //! `CONTENDERS` (`stagehost,native,python`), `LATENCY_SECONDS` (20; 0 skips
 //! the latency runs), `LATENCY_RATE` (msg/s for every latency run; default
-//! half of each contender's throughput), `STAGEHOST_TEST_BROKERS`
-//! (127.0.0.1:9092). The figures are printed as a Markdown table, never
+//! half of each contender's throughput), `ROUNDS` (3 throughput runs per
+//! contender, in alternation, the median reported), `WARMUP_MESSAGES`
+//! (200000: a first, discarded run per contender, so that the broker's JIT
+//! and caches are warm for every measured one; 0 skips it),
+//! `STAGEHOST_TEST_BROKERS` (127.0.0.1:9092). The figures are printed as a Markdown table, never
 //! asserted; missing or wrong outputs fail the run. Contender logs go to
 //! `target/bench-e2e/`.
 
@@ -72,6 +75,10 @@ struct Params {
     size: usize,
     contenders: Vec<Contender>,
     latency_seconds: u64,
+    /// Throughput runs per contender, in alternation; the median is reported.
+    rounds: u64,
+    /// Requests of the discarded first round that warms the broker up.
+    warmup_messages: u64,
     /// A fixed request rate for every latency run, instead of half of each
     /// contender's throughput.
     latency_rate: Option<f64>,
@@ -94,6 +101,8 @@ impl Params {
             size: usize::try_from(env_number("SIZE", 100)?)?,
             contenders,
             latency_seconds: env_number("LATENCY_SECONDS", 20)?,
+            rounds: env_number("ROUNDS", 3)?,
+            warmup_messages: env_number("WARMUP_MESSAGES", 200_000)?,
             latency_rate: match env_number("LATENCY_RATE", 0)? {
                 0 => None,
                 rate => Some(rate as f64),
@@ -102,6 +111,7 @@ impl Params {
                 .unwrap_or_else(|_| "127.0.0.1:9092".into()),
         };
         ensure!(params.messages > 0, "MESSAGES must be at least 1");
+        ensure!(params.rounds > 0, "ROUNDS must be at least 1");
         ensure!(params.partitions > 0, "PARTITIONS must be at least 1");
         Ok(params)
     }
@@ -751,15 +761,16 @@ fn throughput(
     programs: &Programs,
     admin: &Admin,
     contender: Contender,
+    messages: u64,
 ) -> anyhow::Result<Throughput> {
     let name = contender.name();
     let topics = Topics::fresh(&params.brokers, contender, "rate");
     admin.create(&topics, params.partitions)?;
     eprintln!(
         "e2e: {name}: preloading {} requests into {}",
-        params.messages, topics.input
+        messages, topics.input
     );
-    let preloaded = preload(&params.brokers, &topics.input, params.size, params.messages)?;
+    let preloaded = preload(&params.brokers, &topics.input, params.size, messages)?;
     let consumer = reader(&params.brokers, &topics.output, params.partitions)?;
     let _ = consumer.poll(Duration::from_millis(100));
 
@@ -774,7 +785,7 @@ fn throughput(
     let (mut seen, mut first, mut progress) = (0u64, None, Instant::now());
     let (mut first_ms, mut last_ms) = (i64::MAX, i64::MIN);
     let mut checked_at = Instant::now();
-    while seen < params.messages {
+    while seen < messages {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(output)) => {
                 seen += 1;
@@ -801,7 +812,7 @@ fn throughput(
             ensure!(
                 progress.elapsed() < limit,
                 "{name}: only {seen} of {} outputs after {:.0} s (no new output for {:.0} s){}",
-                params.messages,
+                messages,
                 started.elapsed().as_secs_f64(),
                 progress.elapsed().as_secs_f64(),
                 running.log_tail()
@@ -812,25 +823,19 @@ fn throughput(
     let load = load_average();
     running.stop()?;
     check_committed(&topics, &topics.input_group(contender), params.partitions)?;
-    let checked = check_outputs(
-        &topics,
-        params.partitions,
-        params.size,
-        params.messages,
-        false,
-    )?;
+    let checked = check_outputs(&topics, params.partitions, params.size, messages, false)?;
     admin.delete(&topics);
 
-    let messages = params.messages as f64;
+    let count = messages as f64;
     let since_start = |ms: i64| Duration::from_millis((ms - started_ms).max(0) as u64);
     let result = Throughput {
         // Append times have millisecond resolution: at least 1 ms.
-        steady: (messages - 1.0).max(1.0) / ((last_ms - first_ms).max(1) as f64 / 1e3),
-        whole: messages / since_start(last_ms).as_secs_f64().max(1e-3),
+        steady: (count - 1.0).max(1.0) / ((last_ms - first_ms).max(1) as f64 / 1e3),
+        whole: count / since_start(last_ms).as_secs_f64().max(1e-3),
         first_output: since_start(first_ms),
         last_output: since_start(last_ms),
         preload: preloaded,
-        cpu_us_per_message: cpu_seconds * 1e6 / messages,
+        cpu_us_per_message: cpu_seconds * 1e6 / count,
         peak_rss_mib,
         duplicates: checked.duplicates,
         load,
@@ -840,7 +845,7 @@ fn throughput(
         result.steady,
         result.whole,
         result.first_output.as_secs_f64(),
-        params.messages
+        messages
     );
     Ok(result)
 }
@@ -1093,9 +1098,46 @@ fn main() -> anyhow::Result<()> {
     let admin = Admin::connect(&params.brokers)?;
     let programs = Programs::prepare(&params)?;
     let load_at_start = load_average();
+    if params.warmup_messages > 0 {
+        for &contender in &params.contenders {
+            eprintln!("e2e: {}: warm-up run (not counted)", contender.name());
+            throughput(
+                &params,
+                &programs,
+                &admin,
+                contender,
+                params.warmup_messages,
+            )?;
+        }
+    }
+    // Rounds in alternation, each starting with the next contender, so that
+    // none always runs first or last.
+    let count = params.contenders.len();
+    let mut runs: Vec<Vec<Throughput>> = params.contenders.iter().map(|_| Vec::new()).collect();
+    for round in 0..params.rounds as usize {
+        for turn in 0..count {
+            let index = (round + turn) % count;
+            let contender = params.contenders[index];
+            eprintln!(
+                "e2e: round {} of {}: {}",
+                round + 1,
+                params.rounds,
+                contender.name()
+            );
+            runs[index].push(throughput(
+                &params,
+                &programs,
+                &admin,
+                contender,
+                params.messages,
+            )?);
+        }
+    }
     let mut rows = Vec::new();
-    for &contender in &params.contenders {
-        let rate = throughput(&params, &programs, &admin, contender)?;
+    for (&contender, mut rates) in params.contenders.iter().zip(runs) {
+        rates.sort_by(|a, b| a.steady.total_cmp(&b.steady));
+        let each: Vec<String> = rates.iter().map(|rate| grouped(rate.steady)).collect();
+        let rate = rates.swap_remove(rates.len() / 2);
         let latency = if params.latency_seconds > 0 {
             Some(latency(
                 &params,
@@ -1107,13 +1149,13 @@ fn main() -> anyhow::Result<()> {
         } else {
             None
         };
-        rows.push((contender, rate, latency));
+        rows.push((contender, rate, each, latency));
     }
 
     let native = rows
         .iter()
         .find(|(contender, ..)| *contender == Contender::Native)
-        .map(|(_, rate, _)| rate.steady);
+        .map(|(_, rate, ..)| rate.steady);
     println!();
     println!("## End-to-end: Kafka → contender → Kafka");
     println!();
@@ -1123,8 +1165,9 @@ fn main() -> anyhow::Result<()> {
         params.brokers
     );
     println!(
-        "parameters: MESSAGES={} PARTITIONS={} SIZE={} (a request is about {} bytes) LATENCY_SECONDS={} LATENCY_RATE={}",
+        "parameters: MESSAGES={} ROUNDS={} PARTITIONS={} SIZE={} (a request is about {} bytes) LATENCY_SECONDS={} LATENCY_RATE={}",
         params.messages,
+        params.rounds,
         params.partitions,
         params.size,
         Requests::new(params.size, false)
@@ -1138,10 +1181,12 @@ fn main() -> anyhow::Result<()> {
     println!("load average (1 min) at the start: {load_at_start}");
     println!();
     println!(
-        "| contender | msg/s | vs native | msg/s from start | first output | CPU µs/msg | latency at | p50 | p99 | max | peak RSS MiB | load after |"
+        "| contender | msg/s | vs native | every round | msg/s from start | first output | CPU µs/msg | latency at | p50 | p99 | max | peak RSS MiB | load after |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (contender, rate, latency) in &rows {
+    println!(
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for (contender, rate, each, latency) in &rows {
         let ratio = native.map_or("n/a".into(), |native| {
             format!("{:.2}", rate.steady / native)
         });
@@ -1171,9 +1216,10 @@ fn main() -> anyhow::Result<()> {
             None => rate.load.clone(),
         };
         println!(
-            "| {} | {} | {ratio} | {} | {:.2} s | {:.1} | {at} | {p50} | {p99} | {max} | {rss:.0} | {load} |",
+            "| {} | {} | {ratio} | {} | {} | {:.2} s | {:.1} | {at} | {p50} | {p99} | {max} | {rss:.0} | {load} |",
             contender.name(),
             grouped(rate.steady),
+            each.join(" / "),
             grouped(rate.whole),
             rate.first_output.as_secs_f64(),
             rate.cpu_us_per_message,
@@ -1182,14 +1228,15 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "msg/s: {} preloaded requests over the time from the first output to the last (the broker's \
-         append times); from start: from the process start to the last output. CPU µs/msg: the \
+         append times), the median of the rounds (every round: each run's figure, sorted; the other \
+         columns come from the median run); from start: from the process start to the last output. CPU µs/msg: the \
          contender's user and system CPU time over the throughput run, start-up included, per message. \
          Latency: from send to the output read, at half the contender's msg/s, after a warm-up, over \
          every request of the window. Peak RSS: VmHWM over both runs. Load after: the 1-minute load \
          average when the throughput / latency run ended (the run itself accounts for about 2 of it).",
         params.messages
     );
-    for (contender, rate, latency) in &rows {
+    for (contender, rate, _, latency) in &rows {
         println!(
             "- {}: preload {:.1} s, last output {:.2} s after start, duplicates {}{}",
             contender.name(),

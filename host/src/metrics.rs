@@ -200,6 +200,24 @@ struct StageInner {
     lag: RwLock<HashMap<i32, IntGauge>>,
 }
 
+/// One handler's series in one stage; see [`StageMetrics::handler_metrics`].
+#[derive(Clone)]
+pub struct HandlerMetrics(Arc<HandlerSeries>);
+
+impl HandlerMetrics {
+    /// Counts the outputs one handler call returned
+    /// (`stagehost_messages_out_total`).
+    pub fn outputs(&self, count: u64) {
+        self.0.outputs.inc_by(count);
+    }
+
+    /// Records the wall time of one handler call
+    /// (`stagehost_handler_duration_seconds`).
+    pub fn call_took(&self, seconds: f64) {
+        self.0.duration.observe(seconds);
+    }
+}
+
 /// The series of one handler in one stage.
 struct HandlerSeries {
     outputs: IntCounter,
@@ -218,10 +236,10 @@ impl StageMetrics {
         self.inner.messages_in.inc();
     }
 
-    /// Counts the outputs one handler call returned
-    /// (`stagehost_messages_out_total`).
-    pub fn outputs(&self, handler: &str, count: u64) {
-        self.handler(handler).outputs.inc_by(count);
+    /// The recording handle of one handler's series in this stage; a
+    /// partition worker keeps it, so the hot path looks nothing up.
+    pub fn handler_metrics(&self, handler: &str) -> HandlerMetrics {
+        HandlerMetrics(self.handler(handler))
     }
 
     /// Counts one dead-lettered message (`stagehost_dead_letters_total`).
@@ -248,12 +266,6 @@ impl StageMetrics {
             ])
         })
         .inc();
-    }
-
-    /// Records the wall time of one handler call
-    /// (`stagehost_handler_duration_seconds`).
-    pub fn handler_latency(&self, handler: &str, seconds: f64) {
-        self.handler(handler).duration.observe(seconds);
     }
 
     /// Sets how far the stage is behind on one input partition
@@ -475,9 +487,9 @@ mod tests {
         let stage = metrics.stage("calc");
         stage.message_in();
         stage.message_in();
-        stage.outputs("add", 3);
-        stage.clone().outputs("add", 1);
-        stage.outputs("subtract", 0);
+        stage.handler_metrics("add").outputs(3);
+        stage.clone().handler_metrics("add").outputs(1);
+        stage.handler_metrics("subtract").outputs(0);
         stage.dead_lettered("trap");
         stage.handler_error("add", "trap");
         stage.handler_error("add", "transient");
@@ -525,9 +537,10 @@ mod tests {
     fn latency_lands_in_microsecond_to_second_buckets() {
         let metrics = Metrics::new();
         let stage = metrics.stage("calc");
-        stage.handler_latency("add", 0.000_003);
-        stage.handler_latency("add", 0.2);
-        stage.handler_latency("add", 3.0);
+        let add = stage.handler_metrics("add");
+        add.call_took(0.000_003);
+        add.call_took(0.2);
+        add.call_took(3.0);
         let text = metrics.encode();
         let lines = lines(&text);
         for expected in [

@@ -465,7 +465,7 @@ async fn metrics_are_served_live() {
     let server = start(None).await;
     let stage = server.metrics.stage("calc");
     stage.message_in();
-    stage.outputs("add", 2);
+    stage.handler_metrics("add").outputs(2);
     let reply = server.get("/metrics").await;
     assert_eq!(reply.status, 200);
     assert_eq!(

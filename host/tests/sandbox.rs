@@ -112,6 +112,7 @@ async fn hostile_messages_are_dead_lettered_and_the_partition_moves_on() {
         ("allocate", "memory-limit"),
         ("panic", "trap"),
         ("transient", "transient"),
+        ("inflate", "produce-failed"),
     ];
     for (round, (what, _)) in cases.iter().enumerate() {
         let value = json!({"do": what}).to_string();
@@ -149,11 +150,18 @@ async fn hostile_messages_are_dead_lettered_and_the_partition_moves_on() {
     for (letter, (what, kind)) in dead.iter().zip(cases) {
         assert_eq!(letter.key.as_deref(), Some(what));
         assert_eq!(letter.header("stagehost-error-kind"), kind, "{what}");
-        assert_eq!(letter.header("stagehost-handler"), "hostile");
+        if kind != "produce-failed" {
+            assert_eq!(letter.header("stagehost-handler"), "hostile");
+        }
     }
     assert!(
         dead[3]
             .header("stagehost-error-reason")
             .contains("gave up after 3 attempts")
+    );
+    let refused = dead[4].header("stagehost-error-reason");
+    assert!(
+        refused.starts_with("producing an output failed: ") && refused.contains("too large"),
+        "{refused}"
     );
 }

@@ -13,17 +13,16 @@
 use crate::bindings::{Header as WitHeader, Message, Output};
 use crate::config::{RetryConfig, StageConfig, check_topic};
 use crate::dead_letter::{self, DeadLetter, Source};
-use crate::metrics::{LagContext, StageMetrics};
+use crate::metrics::{HandlerMetrics, LagContext, StageMetrics};
 use crate::registry::SharedRegistry;
 use crate::sandbox::{HandlerFailure, HandlerInstance};
-use futures::future::BoxFuture;
-use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
@@ -117,6 +116,85 @@ pub(crate) fn output_records(
             })
         })
         .collect()
+}
+
+/// A message whose records were handed to the producer.
+struct Pending {
+    message: OwnedMessage,
+    /// One per record, in the order they were sent.
+    deliveries: Vec<Delivery>,
+    /// The message's dead letter, when that is what was sent.
+    letter: Option<Record>,
+}
+
+/// One record's way to the brokers.
+enum Delivery {
+    /// Waiting for the brokers' answer.
+    Sent(DeliveryFuture),
+    /// Acknowledged, or refused with the reason.
+    Done(Result<(), String>),
+}
+
+impl From<Result<DeliveryFuture, KafkaError>> for Delivery {
+    fn from(sent: Result<DeliveryFuture, KafkaError>) -> Self {
+        match sent {
+            Ok(future) => Delivery::Sent(future),
+            Err(err) => Delivery::Done(Err(err.to_string())),
+        }
+    }
+}
+
+/// Resolves once every record of `pending` is acknowledged or refused. It
+/// can be dropped and called again: what was answered is kept.
+async fn acknowledged(pending: Option<&mut Pending>) {
+    let Some(pending) = pending else {
+        return std::future::pending().await;
+    };
+    std::future::poll_fn(|cx| {
+        for delivery in &mut pending.deliveries {
+            if let Delivery::Sent(future) = delivery {
+                let answer = std::task::ready!(std::pin::Pin::new(future).poll(cx));
+                *delivery = Delivery::Done(match answer {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((err, _))) => Err(err.to_string()),
+                    Err(_) => Err("the producer closed before acknowledging".to_string()),
+                });
+            }
+        }
+        std::task::Poll::Ready(())
+    })
+    .await
+}
+
+/// A partition worker's handlers: per handler its reusable instance and
+/// its metric series, kept from message to message.
+#[derive(Default)]
+pub(crate) struct WorkerHandlers {
+    /// Few per stage: a list is quicker to search than a map.
+    slots: Vec<(String, HandlerSlot)>,
+}
+
+pub(crate) struct HandlerSlot {
+    /// `None` before the first message, and after a trap discarded it.
+    instance: Option<HandlerInstance>,
+    metrics: HandlerMetrics,
+}
+
+impl WorkerHandlers {
+    fn slot(&mut self, handler: &str, stage: &StageMetrics) -> &mut HandlerSlot {
+        let index = match self.slots.iter().position(|(name, _)| name == handler) {
+            Some(index) => index,
+            None => {
+                let slot = HandlerSlot {
+                    instance: None,
+                    metrics: stage.handler_metrics(handler),
+                };
+                self.slots.push((handler.to_string(), slot));
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[index].1
+    }
 }
 
 impl Stage {
@@ -238,33 +316,39 @@ impl Stage {
         partition: i32,
         mut queue: mpsc::Receiver<OwnedMessage>,
     ) {
-        let mut instances: HashMap<String, HandlerInstance> = HashMap::new();
-        let mut in_flight: FuturesOrdered<BoxFuture<'static, Option<i64>>> = FuturesOrdered::new();
+        let mut handlers = WorkerHandlers::default();
+        // Messages whose records are on their way, in input order. Only the
+        // oldest is awaited: its offset is the next one to store.
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         // Once a message could not be delivered, later offsets must not be
         // stored either: committing them would skip it.
         let mut storing = true;
         loop {
             tokio::select! {
                 biased;
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    storing = self.store(partition, done, storing);
+                () = acknowledged(pending.front_mut()), if !pending.is_empty() => {
+                    let done = pending.pop_front().expect("the awaited message is pending");
+                    let offset = self.settle(done).await;
+                    storing = self.store(partition, offset, storing);
                 }
-                next = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => match next {
+                next = queue.recv(), if pending.len() < MAX_IN_FLIGHT => match next {
                     Some(message) => {
                         let permit = match &self.permits {
                             Some(permits) => Some(permits.acquire().await.expect("the stage's semaphore is never closed")),
                             None => None,
                         };
-                        let delivery = self.process(message, &mut instances).await;
+                        let sent = self.process(message, &mut handlers).await;
                         drop(permit);
-                        in_flight.push_back(delivery);
+                        pending.push_back(sent);
                     }
                     None => break,
                 },
             }
         }
-        while let Some(done) = in_flight.next().await {
-            storing = self.store(partition, done, storing);
+        while let Some(mut done) = pending.pop_front() {
+            acknowledged(Some(&mut done)).await;
+            let offset = self.settle(done).await;
+            storing = self.store(partition, offset, storing);
         }
     }
 
@@ -284,60 +368,65 @@ impl Stage {
         }
     }
 
-    /// Runs one message and starts producing its outputs; the returned future
-    /// resolves to the offset to store once all of them are acknowledged.
+    /// Runs one message and hands its records (outputs, or its dead letter)
+    /// to the producer.
     async fn process(
         self: &Arc<Self>,
         message: OwnedMessage,
-        instances: &mut HashMap<String, HandlerInstance>,
-    ) -> BoxFuture<'static, Option<i64>> {
-        let message = Arc::new(message);
-        let (records, is_dead_letter) = self.plan(&message, instances).await;
-        let deliveries: Vec<_> = {
-            let mut deliveries = Vec::with_capacity(records.len());
-            for record in &records {
-                deliveries.push(self.enqueue(record).await);
+        handlers: &mut WorkerHandlers,
+    ) -> Pending {
+        let (records, is_dead_letter) = self.plan(&message, handlers).await;
+        let mut deliveries = Vec::with_capacity(records.len());
+        let mut letter = None;
+        if is_dead_letter {
+            // Kept: a refused dead letter is sent again until acknowledged.
+            for record in records {
+                deliveries.push(Delivery::from(self.enqueue(&record).await));
+                letter = Some(record);
             }
-            deliveries
+        } else {
+            for record in records {
+                deliveries.push(Delivery::from(self.enqueue_owned(record).await));
+            }
+        }
+        Pending {
+            message,
+            deliveries,
+            letter,
+        }
+    }
+
+    /// Once every record of `done` is acknowledged or refused: the offset
+    /// to store, after dead-lettering the message if an output was refused
+    /// (`None` when not even its dead letter could be delivered).
+    async fn settle(&self, done: Pending) -> Option<i64> {
+        let Pending {
+            message,
+            deliveries,
+            letter,
+        } = done;
+        let failure = deliveries.into_iter().find_map(|delivery| match delivery {
+            Delivery::Done(Err(reason)) => Some(reason),
+            _ => None,
+        });
+        let Some(reason) = failure else {
+            return Some(message.offset());
         };
-        let stage = self.clone();
-        Box::pin(async move {
-            let mut failure = None;
-            for delivery in deliveries {
-                let outcome = match delivery {
-                    Ok(future) => match future.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((err, _))) => Err(err.to_string()),
-                        Err(_) => Err("the producer closed before acknowledging".to_string()),
-                    },
-                    Err(err) => Err(err.to_string()),
-                };
-                if let Err(reason) = outcome {
-                    failure.get_or_insert(reason);
-                }
-            }
-            let Some(reason) = failure else {
-                return Some(message.offset());
-            };
-            let letter = if is_dead_letter {
-                records
-                    .into_iter()
-                    .next()
-                    .expect("a dead-letter plan has one record")
-            } else {
+        let letter = match letter {
+            Some(letter) => letter,
+            None => {
                 let letter = DeadLetter {
                     kind: "produce-failed",
                     reason: format!("producing an output failed: {reason}"),
                     handler: None,
                 };
-                stage.log_dead_letter(&message, &letter);
-                stage.dead_letter_record(&message, &letter)
-            };
-            stage
-                .deliver_until_acknowledged(&letter)
-                .await
-                .then(|| message.offset())
-        })
+                self.log_dead_letter(&message, &letter);
+                self.dead_letter_record(&message, &letter)
+            }
+        };
+        self.deliver_until_acknowledged(&letter)
+            .await
+            .then(|| message.offset())
     }
 
     /// The records a message turns into: its outputs, or its dead letter
@@ -345,9 +434,9 @@ impl Stage {
     async fn plan(
         &self,
         message: &OwnedMessage,
-        instances: &mut HashMap<String, HandlerInstance>,
+        handlers: &mut WorkerHandlers,
     ) -> (Vec<Record>, bool) {
-        match self.run_handler(message, instances).await {
+        match self.run_handler(message, handlers).await {
             Ok(records) => (records, false),
             Err(letter) => {
                 self.log_dead_letter(message, &letter);
@@ -360,7 +449,7 @@ impl Stage {
     async fn run_handler(
         &self,
         message: &OwnedMessage,
-        instances: &mut HashMap<String, HandlerInstance>,
+        handlers: &mut WorkerHandlers,
     ) -> Result<Vec<Record>, DeadLetter> {
         let registry = self.registry.load();
         let value = message.payload().unwrap_or_default();
@@ -390,13 +479,14 @@ impl Stage {
         } = self.config.retry;
         let mut backoff = Duration::from_millis(initial_backoff_ms);
         let mut attempt = 1;
+        let slot = handlers.slot(name, &self.metrics);
         let outputs = loop {
-            let instance = match instances.get_mut(name) {
+            let instance = match &mut slot.instance {
                 Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
                 _ => {
-                    instances.remove(name);
+                    slot.instance = None;
                     match component.instantiate().await {
-                        Ok(instance) => instances.entry(name.to_string()).or_insert(instance),
+                        Ok(instance) => slot.instance.insert(instance),
                         Err(failure) => {
                             self.metrics.handler_error(name, failure.kind());
                             break Err(failure);
@@ -406,14 +496,13 @@ impl Stage {
             };
             let started = Instant::now();
             let handled = instance.handle(&input).await;
-            self.metrics
-                .handler_latency(name, started.elapsed().as_secs_f64());
+            slot.metrics.call_took(started.elapsed().as_secs_f64());
             match handled {
                 Ok(outputs) => break Ok(outputs),
                 Err(failure) => {
                     self.metrics.handler_error(name, failure.kind());
                     if failure.poisons_instance() {
-                        instances.remove(name);
+                        slot.instance = None;
                     }
                     if matches!(failure, HandlerFailure::Transient(_)) && attempt < max_attempts {
                         tracing::debug!(stage = %self.config.name, handler = name, attempt, cause = %failure, "transient error; retrying");
@@ -436,7 +525,7 @@ impl Stage {
                 component.version(),
             ) {
                 Ok(records) => {
-                    self.metrics.outputs(name, records.len() as u64);
+                    slot.metrics.outputs(records.len() as u64);
                     return Ok(records);
                 }
                 Err(reason) => DeadLetter {
@@ -489,20 +578,48 @@ impl Stage {
         );
     }
 
-    /// Hands a record to the producer, waiting while its queue is full.
+    /// Hands a copy of a record to the producer, waiting while its queue is
+    /// full.
     async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture, KafkaError> {
+        let mut future_record =
+            FutureRecord::<[u8], [u8]>::to(&record.topic).headers(record.headers.clone());
+        if let Some(key) = &record.key {
+            future_record = future_record.key(key.as_slice());
+        }
+        if let Some(value) = &record.value {
+            future_record = future_record.payload(value.as_slice());
+        }
+        self.send(future_record).await
+    }
+
+    /// Hands a record to the producer, its headers moved rather than copied.
+    async fn enqueue_owned(&self, record: Record) -> Result<DeliveryFuture, KafkaError> {
+        let Record {
+            topic,
+            key,
+            value,
+            headers,
+        } = record;
+        let mut future_record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
+        if let Some(key) = &key {
+            future_record = future_record.key(key.as_slice());
+        }
+        if let Some(value) = &value {
+            future_record = future_record.payload(value.as_slice());
+        }
+        self.send(future_record).await
+    }
+
+    /// Sends a record, waiting while the producer's queue is full.
+    async fn send(
+        &self,
+        mut record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<DeliveryFuture, KafkaError> {
         loop {
-            let mut future_record =
-                FutureRecord::<[u8], [u8]>::to(&record.topic).headers(record.headers.clone());
-            if let Some(key) = &record.key {
-                future_record = future_record.key(key.as_slice());
-            }
-            if let Some(value) = &record.value {
-                future_record = future_record.payload(value.as_slice());
-            }
-            match self.producer.send_result(future_record) {
+            match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Err((err, _)) => return Err(err),

@@ -114,7 +114,7 @@ impl Stage {
             commit_interval_ms = interval.as_millis() as u64,
             "stage consuming (exactly-once)"
         );
-        let mut instances = HashMap::new();
+        let mut handlers = super::WorkerHandlers::default();
         let mut open: Option<OpenTransaction> = None;
         // Inputs whose output the broker refused for good in an aborted
         // transaction: dead-lettered when taken again.
@@ -147,7 +147,7 @@ impl Stage {
                     let position = (message.partition(), message.offset());
                     let records = match refused.remove(&position) {
                         Some(reason) => vec![self.refused_letter(&message, reason)],
-                        None => self.plan(&message, &mut instances).await.0,
+                        None => self.plan(&message, &mut handlers).await.0,
                     };
                     for record in &records {
                         match self.enqueue(record).await {
