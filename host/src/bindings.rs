@@ -10,3 +10,63 @@ wasmtime::component::bindgen!({
 
 pub use self::stagehost::handler::log::Level;
 pub use self::stagehost::handler::types::Header;
+
+use wasmtime::component::{ComponentType, Lower};
+
+/// The world's `message`, borrowed: lowered into the guest straight from
+/// the consumed record's buffers, without an owned copy on the host first.
+/// Its fields are those of `message` in `wit/stage-handler.wit`.
+#[derive(ComponentType, Lower, Clone, Copy)]
+#[component(record)]
+pub struct MessageRef<'a> {
+    /// Topic the message was consumed from.
+    pub topic: &'a str,
+    /// Partition the message was consumed from.
+    pub partition: i32,
+    /// Offset of the message within its partition.
+    pub offset: i64,
+    /// Record key, if the producer set one.
+    pub key: Option<&'a [u8]>,
+    /// Record value; empty for a null value.
+    pub value: &'a [u8],
+    /// Record headers in the order they were sent.
+    pub headers: &'a [HeaderRef<'a>],
+    /// Record timestamp in milliseconds since the Unix epoch, if known.
+    pub timestamp: Option<i64>,
+}
+
+/// The world's `header`, borrowed (see [`MessageRef`]).
+#[derive(ComponentType, Lower, Clone, Copy)]
+#[component(record)]
+pub struct HeaderRef<'a> {
+    /// Header name.
+    pub key: &'a str,
+    /// Header value as raw bytes.
+    pub value: &'a [u8],
+}
+
+impl Message {
+    /// The header list of [`Message::borrowed`].
+    pub fn header_refs(&self) -> Vec<HeaderRef<'_>> {
+        self.headers
+            .iter()
+            .map(|header| HeaderRef {
+                key: &header.key,
+                value: &header.value,
+            })
+            .collect()
+    }
+
+    /// This message, borrowed, with `headers` from [`Message::header_refs`].
+    pub fn borrowed<'a>(&'a self, headers: &'a [HeaderRef<'a>]) -> MessageRef<'a> {
+        MessageRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_deref(),
+            value: &self.value,
+            headers,
+            timestamp: self.timestamp,
+        }
+    }
+}

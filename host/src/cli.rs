@@ -108,6 +108,10 @@ pub enum Command {
         /// The routing field's value the messages carry.
         #[arg(long, default_value = "sum")]
         operation: String,
+        /// Bytes per message: the tutorial's request, padded with a `pad`
+        /// string field (which the handler echoes) when this is larger.
+        #[arg(long, default_value_t = 0)]
+        size: usize,
     },
     /// Writes a new handler project that builds and passes its own test.
     NewPlugin {

@@ -70,11 +70,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             messages,
             fresh_messages,
             operation,
+            size,
         } => {
             let options = stagehost::bench::BenchOptions {
                 messages: messages.max(1),
                 fresh_messages: fresh_messages.max(1),
                 operation,
+                size,
             };
             // Runs its own single-threaded runtime, off the async context.
             let report =

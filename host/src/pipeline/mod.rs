@@ -10,9 +10,9 @@
 //! In exactly-once mode a stage runs one transactional loop instead (see
 //! [`transactional`]).
 
-use crate::bindings::{Header as WitHeader, Message, Output};
+use crate::bindings::{HeaderRef, MessageRef, Output};
 use crate::config::{RetryConfig, StageConfig, check_topic};
-use crate::dead_letter::{self, DeadLetter, Source};
+use crate::dead_letter::{self, DeadLetter, RawHeader, Source};
 use crate::metrics::{HandlerMetrics, LagContext, StageMetrics};
 use crate::registry::SharedRegistry;
 use crate::sandbox::{HandlerFailure, HandlerInstance};
@@ -21,6 +21,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future as _;
 use std::sync::Arc;
@@ -471,7 +472,9 @@ impl Stage {
             handler: None,
         })?;
         let identity = || Some((name.to_string(), component.version().to_string()));
-        let input = to_wit_message(message);
+        let header_texts = HeaderTexts::of(message);
+        let headers = header_texts.refs();
+        let input = wit_message(message, &headers);
         let RetryConfig {
             max_attempts,
             initial_backoff_ms,
@@ -495,7 +498,7 @@ impl Stage {
                 }
             };
             let started = Instant::now();
-            let handled = instance.handle(&input).await;
+            let handled = instance.handle_borrowed(input).await;
             slot.metrics.call_took(started.elapsed().as_secs_f64());
             match handled {
                 Ok(outputs) => break Ok(outputs),
@@ -653,27 +656,49 @@ impl Stage {
     }
 }
 
-/// The message as the handler sees it.
-pub(crate) fn to_wit_message(message: &OwnedMessage) -> Message {
-    Message {
-        topic: message.topic().to_string(),
+/// A consumed record's headers as the handler sees them: keys as text,
+/// each invalid UTF-8 sequence replaced, since any producer may send a key
+/// that is not UTF-8. Empty (and allocating nothing) for a record without
+/// headers.
+struct HeaderTexts<'a> {
+    raw: Vec<RawHeader<'a>>,
+    keys: Vec<Cow<'a, str>>,
+}
+
+impl<'a> HeaderTexts<'a> {
+    fn of(message: &'a OwnedMessage) -> Self {
+        let raw = message
+            .headers()
+            .map(dead_letter::raw_headers)
+            .unwrap_or_default();
+        let keys = raw
+            .iter()
+            .map(|header| String::from_utf8_lossy(header.key))
+            .collect();
+        Self { raw, keys }
+    }
+
+    fn refs(&self) -> Vec<HeaderRef<'_>> {
+        self.keys
+            .iter()
+            .zip(&self.raw)
+            .map(|(key, header)| HeaderRef {
+                key,
+                value: header.value.unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// The message as the handler sees it, borrowed from the consumed record.
+fn wit_message<'a>(message: &'a OwnedMessage, headers: &'a [HeaderRef<'a>]) -> MessageRef<'a> {
+    MessageRef {
+        topic: message.topic(),
         partition: message.partition(),
         offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().unwrap_or_default().to_vec(),
-        // Read as bytes: any producer may send a header key that is not UTF-8.
-        headers: message
-            .headers()
-            .map(|headers| {
-                dead_letter::raw_headers(headers)
-                    .into_iter()
-                    .map(|header| WitHeader {
-                        key: header.key_text().into_owned(),
-                        value: header.value.unwrap_or_default().to_vec(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        key: message.key(),
+        value: message.payload().unwrap_or_default(),
+        headers,
         timestamp: message.timestamp().to_millis(),
     }
 }

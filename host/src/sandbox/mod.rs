@@ -14,14 +14,16 @@
 
 mod guest_output;
 
-use crate::bindings::{self, HandlerError, Level, Message, Output, StageHandler, StageHandlerPre};
+use crate::bindings::{
+    self, HandlerError, Level, Message, MessageRef, Output, StageHandler, StageHandlerPre,
+};
 use crate::config::Limits;
 use guest_output::{GuestOutput, Stream};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Func, HasSelf, Linker, ResourceTable, TypedFunc};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -376,13 +378,14 @@ impl HandlerComponent {
             }
         });
         let mut instance = HandlerInstance {
-            bindings: None,
+            handle: None,
             store,
             component: self.clone(),
         };
         instance.arm();
-        let bindings = self
+        let instantiated = self
             .pre
+            .instance_pre()
             .instantiate_async(&mut instance.store)
             .await
             .map_err(|err| instance.classify(err))
@@ -390,6 +393,13 @@ impl HandlerComponent {
                 HandlerFailure::Trap(reason) => HandlerFailure::Instantiate(reason),
                 other => other,
             })?;
+        let wrong_world = |err: wasmtime::Error| HandlerFailure::Instantiate(format!("{err:#}"));
+        let bindings =
+            StageHandler::new(&mut instance.store, &instantiated).map_err(wrong_world)?;
+        // Checked once here, so that each call can skip the check.
+        let handle = instantiated
+            .get_typed_func::<HandleParams<'static>, HandleResults>(&mut instance.store, "handle")
+            .map_err(wrong_world)?;
         instance.arm();
         match bindings
             .call_init(&mut instance.store, &self.spec.settings)
@@ -399,14 +409,21 @@ impl HandlerComponent {
             Ok(Err(reason)) => return Err(HandlerFailure::Instantiate(format!("init: {reason}"))),
             Err(err) => return Err(instance.classify(err)),
         }
-        instance.bindings = Some(bindings);
+        instance.handle = Some(*handle.func());
         Ok(instance)
     }
 }
 
+/// The parameters of the world's `handle` export, lowered from borrowed data.
+type HandleParams<'a> = (MessageRef<'a>,);
+/// What `handle` returns.
+type HandleResults = (Result<Vec<Output>, HandlerError>,);
+
 /// A live instance of one handler version, reused message after message.
 pub struct HandlerInstance {
-    bindings: Option<StageHandler>,
+    /// The `handle` export, type-checked against [`HandleParams`] and
+    /// [`HandleResults`] at instantiation.
+    handle: Option<Func>,
     store: Store<GuestState>,
     component: Arc<HandlerComponent>,
 }
@@ -421,17 +438,30 @@ impl HandlerInstance {
     /// failure whose [`HandlerFailure::poisons_instance`] is true the caller
     /// must drop this instance.
     pub async fn handle(&mut self, message: &Message) -> Result<Vec<Output>, HandlerFailure> {
+        let headers = message.header_refs();
+        self.handle_borrowed(message.borrowed(&headers)).await
+    }
+
+    /// [`HandlerInstance::handle`] for a borrowed message: the message is
+    /// copied once, into the guest.
+    pub async fn handle_borrowed(
+        &mut self,
+        message: MessageRef<'_>,
+    ) -> Result<Vec<Output>, HandlerFailure> {
         self.arm();
-        let bindings = self
-            .bindings
-            .as_ref()
+        let func = self
+            .handle
             .ok_or_else(|| HandlerFailure::Instantiate("instance was not initialised".into()))?;
-        match bindings.call_handle(&mut self.store, message).await {
-            Ok(Ok(outputs)) => Ok(outputs),
-            Ok(Err(HandlerError::InvalidInput(reason))) => {
+        // SAFETY: `func` was checked against these parameter and result types
+        // when the instance was created; a `MessageRef` lowers the same for
+        // any lifetime.
+        let typed = unsafe { TypedFunc::<HandleParams<'_>, HandleResults>::new_unchecked(func) };
+        match typed.call_async(&mut self.store, (message,)).await {
+            Ok((Ok(outputs),)) => Ok(outputs),
+            Ok((Err(HandlerError::InvalidInput(reason)),)) => {
                 Err(HandlerFailure::InvalidInput(reason))
             }
-            Ok(Err(HandlerError::Transient(reason))) => Err(HandlerFailure::Transient(reason)),
+            Ok((Err(HandlerError::Transient(reason)),)) => Err(HandlerFailure::Transient(reason)),
             Err(err) => Err(self.classify(err)),
         }
     }
