@@ -57,7 +57,7 @@ graph-picture: build
 	$(HOST) graph examples/graph.yml --format dot | dot -Tsvg -o examples/graph.svg
 
 # End-to-end benchmark against the local broker; prints a Markdown table.
-# Knobs: MESSAGES, PARTITIONS, SIZE, CONTENDERS, LATENCY_SECONDS (see host/benches/e2e.rs).
+# Knobs: MESSAGES, ROUNDS, WARMUP_MESSAGES, PARTITIONS, SIZE, CONTENDERS, LATENCY_SECONDS (see host/benches/e2e.rs).
 bench-e2e: plugins kafka-up
 	scripts/bench/setup-python.sh >/dev/null
 	$(CARGO) build --release -p stagehost --example native_loop

@@ -88,7 +88,13 @@ where
 {
     let input = msg.json()?;
     let output = handler(input)?;
-    Ok(vec![Output::json(&output)])
+    // Sized for an output about as long as the input, as a JSON handler's
+    // usually is, so that it is written without growing.
+    let mut value = Vec::with_capacity(msg.value.len() + 64);
+    match serde_json::to_writer(&mut value, &output) {
+        Ok(()) => Ok(vec![Output::new(value)]),
+        Err(_) => Ok(vec![Output::json(&output)]),
+    }
 }
 
 #[cfg(test)]
