@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub operation: String,
     /// Bytes per message; a message shorter than this gets a `pad` field.
     pub size: usize,
+    /// Leave out the native baseline and the comparison.
+    pub wasm_only: bool,
 }
 
 /// One measured path.
@@ -310,7 +312,7 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         .clone();
     // Handlers in other languages (multiply, divide) have no native twin:
     // they are measured on their own.
-    let baseline = native_handler(&handler);
+    let baseline = native_handler(&handler).filter(|_| !options.wasm_only);
     let inputs: Vec<Vec<u8>> = (0..options.messages)
         .map(|n| request(&options.operation, n, options.size))
         .collect();
@@ -382,6 +384,9 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
             "\nall {} answers of the wasm path equal the native ones\n",
             inputs.len()
         ),
+        None if options.wasm_only => {
+            "\nnative baseline and comparison left out (--wasm-only)\n".into()
+        }
         None => format!(
             "\nno native build of `{handler}` to compare with (the host has add and subtract)\n"
         ),

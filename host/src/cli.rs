@@ -112,6 +112,10 @@ pub enum Command {
         /// string field (which the handler echoes) when this is larger.
         #[arg(long, default_value_t = 0)]
         size: usize,
+        /// Only the wasm paths: no native baseline and no comparison (for a
+        /// profile of the sandbox alone).
+        #[arg(long)]
+        wasm_only: bool,
     },
     /// Writes a new handler project that builds and passes its own test.
     NewPlugin {

@@ -71,12 +71,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             fresh_messages,
             operation,
             size,
+            wasm_only,
         } => {
             let options = stagehost::bench::BenchOptions {
                 messages: messages.max(1),
                 fresh_messages: fresh_messages.max(1),
                 operation,
                 size,
+                wasm_only,
             };
             // Runs its own single-threaded runtime, off the async context.
             let report =
