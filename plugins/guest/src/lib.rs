@@ -56,6 +56,13 @@
 //! export_handler!(Splitter);
 //! ```
 //!
+//! # Memory
+//!
+//! Built for `wasm32`, the kit is the handler's global allocator: small
+//! blocks come from per-size free lists, larger ones from the standard
+//! allocator (see [`alloc`]). Turn off the default `size-classes` feature to
+//! use another.
+//!
 //! # Building
 //!
 //! Handler crates are `cdylib`s built with
