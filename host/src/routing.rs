@@ -1,10 +1,8 @@
 //! Chooses the handler for a message: the stage's only handler, or the one
 //! named by a field of the JSON message (`operation` by default).
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -66,13 +64,9 @@ impl RouteTable {
         let found = if field.starts_with('/') {
             let document: Value = serde_json::from_slice(value)
                 .map_err(|err| RouteError::InvalidJson(err.to_string()))?;
-            let found = document.pointer(field).cloned().ok_or_else(|| {
+            document.pointer(field).cloned().map(Some).ok_or_else(|| {
                 RouteError::MissingField(format!("message has no `{field}` field"))
-            })?;
-            Some(match found {
-                Value::String(text) => Found::Text(Cow::Owned(text)),
-                other => Found::Other(other),
-            })
+            })?
         } else {
             let mut deserializer = serde_json::Deserializer::from_slice(value);
             let found = FieldProbe { field }
@@ -92,87 +86,23 @@ impl RouteTable {
             None => Err(RouteError::MissingField(format!(
                 "message has no `{field}` field"
             ))),
-            Some(Found::Text(name)) => to.get(&*name).map(String::as_str).ok_or_else(|| {
+            Some(Value::String(name)) => to.get(&name).map(String::as_str).ok_or_else(|| {
                 let known: Vec<&str> = to.keys().map(String::as_str).collect();
                 RouteError::UnknownValue(format!(
                     "no handler for {field} `{name}` (known: {})",
                     known.join(", ")
                 ))
             }),
-            Some(Found::Other(other)) => Err(RouteError::UnknownValue(format!(
+            Some(other) => Err(RouteError::UnknownValue(format!(
                 "`{field}` must be a string, found {other}"
             ))),
         }
     }
 }
 
-enum Probe<'de> {
+enum Probe {
     NotObject(&'static str),
-    Found(Option<Found<'de>>),
-}
-
-/// The routing field's value: a string, borrowed from the message when it
-/// has no escapes (the common case, so routing allocates nothing), or any
-/// other JSON value, kept for the error message.
-enum Found<'de> {
-    Text(Cow<'de, str>),
-    Other(Value),
-}
-
-impl<'de> Deserialize<'de> for Found<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(FoundVisitor)
-    }
-}
-
-struct FoundVisitor;
-
-impl<'de> Visitor<'de> for FoundVisitor {
-    type Value = Found<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Found<'de>, E> {
-        Ok(Found::Text(Cow::Borrowed(text)))
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Found<'de>, E> {
-        Ok(Found::Text(Cow::Owned(text.to_owned())))
-    }
-
-    fn visit_string<E>(self, text: String) -> Result<Found<'de>, E> {
-        Ok(Found::Text(Cow::Owned(text)))
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Found<'de>, E> {
-        Ok(Found::Other(Value::Bool(value)))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Found<'de>, E> {
-        Ok(Found::Other(Value::from(value)))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Found<'de>, E> {
-        Ok(Found::Other(Value::from(value)))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Found<'de>, E> {
-        Ok(Found::Other(Value::from(value)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Found<'de>, E> {
-        Ok(Found::Other(Value::Null))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Found<'de>, A::Error> {
-        Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Found::Other)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Found<'de>, A::Error> {
-        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Found::Other)
-    }
+    Found(Option<Value>),
 }
 
 /// Reads a JSON document, keeping only one top-level field.
@@ -181,30 +111,27 @@ struct FieldProbe<'f> {
 }
 
 impl<'de> DeserializeSeed<'de> for FieldProbe<'_> {
-    type Value = Probe<'de>;
+    type Value = Probe;
 
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Probe<'de>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Probe, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for FieldProbe<'_> {
-    type Value = Probe<'de>;
+    type Value = Probe;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
         let mut found = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             // A repeated field counts with its last value, as it does in a
             // parsed document: the handler sees the value the route used.
             if key == self.field {
-                found = Some(map.next_value::<Found<'de>>()?);
+                found = Some(map.next_value::<Value>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -212,32 +139,32 @@ impl<'de> Visitor<'de> for FieldProbe<'_> {
         Ok(Probe::Found(found))
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Probe<'de>, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Probe::NotObject("array"))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Probe<'de>, E> {
+    fn visit_str<E>(self, _: &str) -> Result<Probe, E> {
         Ok(Probe::NotObject("string"))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Probe<'de>, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
         Ok(Probe::NotObject("boolean"))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Probe<'de>, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<Probe, E> {
         Ok(Probe::NotObject("number"))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Probe<'de>, E> {
+    fn visit_u64<E>(self, _: u64) -> Result<Probe, E> {
         Ok(Probe::NotObject("number"))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Probe<'de>, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
         Ok(Probe::NotObject("number"))
     }
 
-    fn visit_unit<E>(self) -> Result<Probe<'de>, E> {
+    fn visit_unit<E>(self) -> Result<Probe, E> {
         Ok(Probe::NotObject("null"))
     }
 }
