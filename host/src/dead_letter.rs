@@ -131,9 +131,10 @@ pub struct RawHeader<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-impl RawHeader<'_> {
-    /// The key as text, each invalid UTF-8 sequence replaced by U+FFFD.
-    pub fn key_text(&self) -> Cow<'_, str> {
+impl<'a> RawHeader<'a> {
+    /// The key as text, each invalid UTF-8 sequence replaced by U+FFFD;
+    /// borrowed from the record when the key is valid UTF-8.
+    pub fn key_text(&self) -> Cow<'a, str> {
         String::from_utf8_lossy(self.key)
     }
 }

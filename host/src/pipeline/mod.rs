@@ -584,15 +584,14 @@ impl Stage {
     /// Hands a copy of a record to the producer, waiting while its queue is
     /// full.
     async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture, KafkaError> {
-        let mut future_record =
-            FutureRecord::<[u8], [u8]>::to(&record.topic).headers(record.headers.clone());
-        if let Some(key) = &record.key {
-            future_record = future_record.key(key.as_slice());
-        }
-        if let Some(value) = &record.value {
-            future_record = future_record.payload(value.as_slice());
-        }
-        self.send(future_record).await
+        let Record {
+            topic,
+            key,
+            value,
+            headers,
+        } = record;
+        self.send(future_record(topic, key, value, headers.clone()))
+            .await
     }
 
     /// Hands a record to the producer, its headers moved rather than copied.
@@ -603,14 +602,8 @@ impl Stage {
             value,
             headers,
         } = record;
-        let mut future_record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
-        if let Some(key) = &key {
-            future_record = future_record.key(key.as_slice());
-        }
-        if let Some(value) = &value {
-            future_record = future_record.payload(value.as_slice());
-        }
-        self.send(future_record).await
+        self.send(future_record(&topic, &key, &value, headers))
+            .await
     }
 
     /// Sends a record, waiting while the producer's queue is full.
@@ -656,6 +649,23 @@ impl Stage {
     }
 }
 
+/// The producer's view of a [`Record`]'s parts.
+fn future_record<'a>(
+    topic: &'a str,
+    key: &'a Option<Vec<u8>>,
+    value: &'a Option<Vec<u8>>,
+    headers: OwnedHeaders,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(value) = value {
+        record = record.payload(value.as_slice());
+    }
+    record
+}
+
 /// A consumed record's headers as the handler sees them: keys as text,
 /// each invalid UTF-8 sequence replaced, since any producer may send a key
 /// that is not UTF-8. Empty (and allocating nothing) for a record without
@@ -671,10 +681,7 @@ impl<'a> HeaderTexts<'a> {
             .headers()
             .map(dead_letter::raw_headers)
             .unwrap_or_default();
-        let keys = raw
-            .iter()
-            .map(|header| String::from_utf8_lossy(header.key))
-            .collect();
+        let keys = raw.iter().map(RawHeader::key_text).collect();
         Self { raw, keys }
     }
 

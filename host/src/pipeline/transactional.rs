@@ -149,8 +149,8 @@ impl Stage {
                         Some(reason) => vec![self.refused_letter(&message, reason)],
                         None => self.plan(&message, &mut handlers).await.0,
                     };
-                    for record in &records {
-                        match self.enqueue(record).await {
+                    for record in records {
+                        match self.enqueue_owned(record).await {
                             Ok(delivery) => transaction.deliveries.push((position, delivery)),
                             Err(err) => transaction.refused.push((position, err.to_string())),
                         }
