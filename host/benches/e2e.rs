@@ -23,9 +23,9 @@
 //! contender, in alternation, the median reported), `WARMUP_MESSAGES`
 //! (200000: a first, discarded run per contender, so that the broker's JIT
 //! and caches are warm for every measured one; 0 skips it),
-//! `STAGEHOST_TEST_BROKERS` (127.0.0.1:9092). The figures are printed as a Markdown table, never
-//! asserted; missing or wrong outputs fail the run. Contender logs go to
-//! `target/bench-e2e/`.
+//! `STAGEHOST_TEST_BROKERS` (127.0.0.1:9092). The figures are printed as a
+//! Markdown table, never asserted; missing or wrong outputs fail the run.
+//! Contender logs go to `target/bench-e2e/`.
 
 use anyhow::{Context as _, bail, ensure};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
