@@ -584,14 +584,14 @@ impl Stage {
     /// Hands a copy of a record to the producer, waiting while its queue is
     /// full.
     async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture, KafkaError> {
-        let Record {
-            topic,
-            key,
-            value,
+        let headers = record.headers.clone();
+        self.send(future_record(
+            &record.topic,
+            &record.key,
+            &record.value,
             headers,
-        } = record;
-        self.send(future_record(topic, key, value, headers.clone()))
-            .await
+        ))
+        .await
     }
 
     /// Hands a record to the producer, its headers moved rather than copied.
