@@ -16,7 +16,7 @@
 
 use crate::bindings::{MessageRef, Output};
 use crate::config::LoadedConfig;
-use crate::pipeline::{Record, output_records};
+use crate::pipeline::{OutputRules, Record, output_records};
 use crate::registry::Registry;
 use crate::routing::RouteTable;
 use crate::sandbox::{HandlerComponent, HandlerFailure, Sandbox};
@@ -123,11 +123,19 @@ fn find_route<'a>(
     )
 }
 
+/// The benchmark stage's output rules: everything goes to `bench-out`.
+static BENCH_RULES: std::sync::LazyLock<OutputRules> = std::sync::LazyLock::new(|| OutputRules {
+    default_topic: "bench-out".to_string(),
+    branches: Default::default(),
+    writable: ["bench-out".to_string()].into_iter().collect(),
+    max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+});
+
 fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
     output_records(
         outputs,
-        "bench-out",
-        &Default::default(),
+        &BENCH_RULES,
+        &component.limits(),
         None,
         component.name(),
         component.version(),

@@ -41,6 +41,47 @@ pub struct DeadLetter {
     pub handler: Option<(String, String)>,
 }
 
+/// The longest reason a dead letter carries, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+impl DeadLetter {
+    /// The reason as one line for people: whitespace runs (newlines
+    /// included) become one space, other control characters are dropped,
+    /// and a reason longer than [`MAX_REASON_CHARS`] is cut with `…`.
+    pub fn reason_line(&self) -> String {
+        one_line(&self.reason, MAX_REASON_CHARS)
+    }
+}
+
+/// `text` as one line of at most `max` characters (see
+/// [`DeadLetter::reason_line`]).
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 4));
+    let mut count = 0;
+    let mut space = false;
+    for c in text.trim().chars() {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if c.is_control() {
+            continue;
+        }
+        if space {
+            out.push(' ');
+            count += 1;
+            space = false;
+        }
+        if count >= max {
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out
+}
+
 /// Where a message came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
@@ -63,9 +104,10 @@ pub fn dead_letter_headers(
     let mut headers = copy_headers(original);
     let partition = source.partition.to_string();
     let offset = source.offset.to_string();
+    let reason = letter.reason_line();
     for (key, value) in [
         (ERROR_KIND, letter.kind),
-        (ERROR_REASON, letter.reason.as_str()),
+        (ERROR_REASON, reason.as_str()),
         (SOURCE_TOPIC, source.topic),
         (SOURCE_PARTITION, partition.as_str()),
         (SOURCE_OFFSET, offset.as_str()),
@@ -177,6 +219,18 @@ pub fn raw_headers(headers: &impl RecordHeaders) -> Vec<RawHeader<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_one_bounded_line() {
+        assert_eq!(one_line("  a\n  b\r\n\tc \u{1b}[0m ", 100), "a b c [0m");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+        assert_eq!(one_line("abc", 3), "abc");
+        let long = "x".repeat(5000);
+        assert_eq!(
+            one_line(&long, MAX_REASON_CHARS).chars().count(),
+            MAX_REASON_CHARS + 1
+        );
+    }
 
     #[test]
     fn raw_headers_read_what_rdkafka_reads() {

@@ -5,14 +5,154 @@
 
 use crate::config::{Delivery, EMBEDDED_BROKERS, KafkaConfig, StageConfig};
 use anyhow::Context as _;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use std::time::Instant;
+
+/// How often a repeated librdkafka complaint is logged again, with its count.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What librdkafka said about the connection to the brokers, folded: each
+/// distinct complaint is logged once, then once per [`REPEAT_INTERVAL`] with
+/// how often it came meanwhile. An authentication failure is kept, so that
+/// waiting for the brokers can stop at once with its reason.
+#[derive(Default)]
+pub struct BrokerTrouble {
+    state: Mutex<TroubleState>,
+}
+
+#[derive(Default)]
+struct TroubleState {
+    authentication: Option<String>,
+    last: Option<String>,
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl BrokerTrouble {
+    fn note(&self, complaint: &str, authentication: bool, error: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if authentication && state.authentication.is_none() {
+            state.authentication = Some(complaint.to_string());
+        }
+        state.last = Some(complaint.to_string());
+        // The same complaint from another broker or with another count of
+        // suppressed repeats is the same complaint.
+        let shape = complaint_shape(complaint);
+        let now = Instant::now();
+        let (count, logged) = state
+            .seen
+            .entry(shape)
+            .or_insert((0, now - REPEAT_INTERVAL));
+        *count += 1;
+        if now.duration_since(*logged) < REPEAT_INTERVAL {
+            return;
+        }
+        let repeats = *count - 1;
+        *count = 0;
+        *logged = now;
+        drop(state);
+        match (error, repeats) {
+            (true, 0) => tracing::error!(target: "librdkafka", "{complaint}"),
+            (true, n) => {
+                tracing::error!(target: "librdkafka", repeats = n, "{complaint} (and {n} more like it)")
+            }
+            (false, 0) => tracing::warn!(target: "librdkafka", "{complaint}"),
+            (false, n) => {
+                tracing::warn!(target: "librdkafka", repeats = n, "{complaint} (and {n} more like it)")
+            }
+        }
+    }
+
+    /// The first authentication failure librdkafka reported, if any.
+    pub fn authentication_failure(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .authentication
+            .clone()
+    }
+
+    /// The newest complaint, if any.
+    pub fn last(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last
+            .clone()
+    }
+
+    /// librdkafka's global error callback.
+    pub fn error(&self, error: &KafkaError, reason: &str) {
+        let authentication = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication)
+        ) || reason.contains("SASL authentication")
+            || reason.contains("SSL handshake failed");
+        self.note(&format!("kafka: {reason}"), authentication, true);
+    }
+
+    /// librdkafka's log callback: warnings and worse are folded; the rest
+    /// goes to debug.
+    pub fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                self.note(&format!("kafka {facility}: {message}"), false, false)
+            }
+            _ => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+}
+
+/// A complaint without what varies between repeats: digits, and the
+/// `rdkafka#producer-N` client names.
+fn complaint_shape(complaint: &str) -> String {
+    complaint.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
+/// The context of the host's producers and admin clients: librdkafka's
+/// complaints go to a shared [`BrokerTrouble`].
+#[derive(Clone, Default)]
+pub struct HostContext {
+    trouble: Arc<BrokerTrouble>,
+}
+
+impl HostContext {
+    /// A context reporting into `trouble`.
+    pub fn new(trouble: Arc<BrokerTrouble>) -> Self {
+        Self { trouble }
+    }
+
+    /// Where this context reports.
+    pub fn trouble(&self) -> &Arc<BrokerTrouble> {
+        &self.trouble
+    }
+}
+
+impl ClientContext for HostContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.trouble.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.error(&error, reason);
+    }
+}
+
+/// The host's producer.
+pub type HostProducer = FutureProducer<HostContext>;
 
 /// Where the brokers are: a real cluster, or the in-memory mock cluster that
 /// lives as long as this value.
@@ -142,10 +282,25 @@ pub fn consumer_config(bootstrap: &str, kafka: &KafkaConfig, stage: &StageConfig
     config
 }
 
+/// The producer's `message.max.bytes` as the config sets it (librdkafka's
+/// default otherwise): the largest record the host hands to the producer.
+pub fn max_record_bytes(kafka: &KafkaConfig) -> u64 {
+    kafka
+        .producer
+        .get("message.max.bytes")
+        .or_else(|| kafka.properties.get("message.max.bytes"))
+        .and_then(|value| value.to_string().trim().parse().ok())
+        .unwrap_or(crate::pipeline::DEFAULT_MAX_RECORD_BYTES)
+}
+
 /// Creates the shared producer.
-pub fn producer(bootstrap: &str, kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+pub fn producer(
+    bootstrap: &str,
+    kafka: &KafkaConfig,
+    trouble: &Arc<BrokerTrouble>,
+) -> anyhow::Result<HostProducer> {
     producer_config(bootstrap, kafka)
-        .create()
+        .create_with_context(HostContext::new(trouble.clone()))
         .context("creating the Kafka producer (check kafka.properties and kafka.producer)")
 }
 
@@ -155,7 +310,8 @@ pub fn transactional_producer(
     bootstrap: &str,
     kafka: &KafkaConfig,
     stage: &StageConfig,
-) -> anyhow::Result<FutureProducer> {
+    trouble: &Arc<BrokerTrouble>,
+) -> anyhow::Result<HostProducer> {
     let mut config = producer_config(bootstrap, kafka);
     config.set("transactional.id", kafka.transactional_id(&stage.name));
     // librdkafka requires a delivery timeout within the transaction timeout.
@@ -168,7 +324,7 @@ pub fn transactional_producer(
     if !user_set("message.timeout.ms") {
         config.set("message.timeout.ms", transaction_timeout);
     }
-    config.create().with_context(|| {
+    config.create_with_context(HostContext::new(trouble.clone())).with_context(|| {
         format!(
             "creating the transactional producer for stage `{}` (check kafka.properties and kafka.producer)",
             stage.name
@@ -203,9 +359,10 @@ pub async fn ensure_topics(
     bootstrap: &str,
     kafka: &KafkaConfig,
     topics: &[&str],
+    trouble: &Arc<BrokerTrouble>,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap, kafka)
-        .create()
+    let admin: AdminClient<HostContext> = base_config(bootstrap, kafka)
+        .create_with_context(HostContext::new(trouble.clone()))
         .context("creating the Kafka admin client")?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
@@ -233,21 +390,64 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-/// Waits until the brokers answer a metadata request, with a clear error
-/// when they do not.
-pub async fn wait_reachable(producer: &FutureProducer, bootstrap: &str) -> anyhow::Result<()> {
+/// How long the host waits for the brokers to answer at start.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the brokers answer a metadata request, for at most `wait`,
+/// with one clear error when they do not: an authentication failure ends
+/// the wait at once, naming the brokers and the SASL mechanism.
+pub async fn wait_reachable(
+    producer: &HostProducer,
+    trouble: &BrokerTrouble,
+    kafka: &KafkaConfig,
+    bootstrap: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
     use rdkafka::producer::Producer as _;
-    let client = producer.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        client
-            .client()
-            .fetch_metadata(None, Duration::from_secs(20))
-            .map(drop)
-    })
-    .await?;
-    answer.with_context(|| {
-        format!(
-            "cannot reach Kafka at {bootstrap} (is a broker running? `make kafka-up` starts one)"
-        )
-    })
+    let started = Instant::now();
+    loop {
+        let client = producer.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_millis(500))
+                .map(drop)
+        })
+        .await?;
+        let failure = match answer {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(reason) = trouble.authentication_failure() {
+            anyhow::bail!(
+                "authentication failed at {bootstrap} ({}): {reason}",
+                security_summary(kafka)
+            );
+        }
+        if started.elapsed() >= wait {
+            let cause = trouble.last().unwrap_or_else(|| failure.to_string());
+            anyhow::bail!(
+                "cannot reach Kafka at {bootstrap} within {} s: {cause} \
+                 (is a broker running there? `make kafka-up` starts one on 127.0.0.1:9092)",
+                wait.as_secs()
+            );
+        }
+    }
+}
+
+/// How the clients authenticate, for error messages: the security protocol
+/// and the SASL mechanism (never a credential).
+pub fn security_summary(kafka: &KafkaConfig) -> String {
+    let property = |key: &str| {
+        kafka
+            .properties
+            .get(key)
+            .or_else(|| kafka.producer.get(key))
+            .map(|value| value.to_string())
+    };
+    let protocol = property("security.protocol").unwrap_or_else(|| "plaintext".into());
+    match property("sasl.mechanism").or_else(|| property("sasl.mechanisms")) {
+        Some(mechanism) => format!("security.protocol {protocol}, SASL mechanism {mechanism}"),
+        None => format!("security.protocol {protocol}"),
+    }
 }

@@ -71,6 +71,7 @@ pub async fn run_with(
     let sandbox = Sandbox::new(needs_fuel(&config))?;
     let registry = tokio::task::block_in_place(|| Registry::load(&config, &sandbox, None))?;
     let metrics = metrics::Metrics::new();
+    metrics.watch_log_budgets(sandbox.log_budgets().clone());
     for (name, component) in registry.handlers() {
         metrics.set_handler_version(name, component.version());
         tracing::info!(
@@ -98,13 +99,15 @@ pub async fn run_with(
     let kafka = &config.config.kafka;
     let brokers = kafka::Brokers::connect(kafka)?;
     let bootstrap = brokers.bootstrap().to_string();
-    let producer = kafka::producer(&bootstrap, kafka)?;
-    kafka::wait_reachable(&producer, &bootstrap).await?;
+    let trouble = Arc::new(kafka::BrokerTrouble::default());
+    let producer = kafka::producer(&bootstrap, kafka, &trouble)?;
+    kafka::wait_reachable(&producer, &trouble, kafka, &bootstrap, kafka::CONNECT_WAIT).await?;
 
     let stop = CancellationToken::new();
     let mut stages = Stages {
         bootstrap,
         producer: producer.clone(),
+        trouble: trouble.clone(),
         registry,
         metrics: metrics.clone(),
         running: BTreeMap::new(),
@@ -208,7 +211,8 @@ pub async fn run_with(
 /// The running stages, started and stopped to match the config in force.
 struct Stages {
     bootstrap: String,
-    producer: rdkafka::producer::FutureProducer,
+    producer: kafka::HostProducer,
+    trouble: Arc<kafka::BrokerTrouble>,
     registry: registry::SharedRegistry,
     metrics: Arc<metrics::Metrics>,
     running: BTreeMap<String, RunningStage>,
@@ -268,18 +272,24 @@ impl Stages {
                 .collect();
             topics.sort_unstable();
             topics.dedup();
-            kafka::ensure_topics(&self.bootstrap, kafka, &topics).await?;
+            kafka::ensure_topics(&self.bootstrap, kafka, &topics, &self.trouble).await?;
         }
         for stage_config in new {
             let lag = metrics::LagContext::new(
                 self.metrics.stage(&stage_config.name),
                 &stage_config.input,
+                self.trouble.clone(),
             );
             let consumer = kafka::consumer(&self.bootstrap, kafka, stage_config, lag)?;
             let (producer, transaction_interval) = match kafka.delivery {
                 Delivery::AtLeastOnce => (self.producer.clone(), None),
                 Delivery::ExactlyOnce => (
-                    kafka::transactional_producer(&self.bootstrap, kafka, stage_config)?,
+                    kafka::transactional_producer(
+                        &self.bootstrap,
+                        kafka,
+                        stage_config,
+                        &self.trouble,
+                    )?,
                     Some(Duration::from_millis(kafka.transactions.commit_interval_ms)),
                 ),
             };
@@ -290,6 +300,7 @@ impl Stages {
                 consumer,
                 DRAIN_TIMEOUT,
                 transaction_interval,
+                kafka::max_record_bytes(kafka),
             );
             let stop = CancellationToken::new();
             let id = self.next_id;
@@ -317,5 +328,6 @@ fn same_stage(running: &StageConfig, wanted: &StageConfig) -> bool {
         && running.dead_letter == wanted.dead_letter
         && running.retry == wanted.retry
         && running.branches == wanted.branches
+        && running.allowed_topics == wanted.allowed_topics
         && running.parallelism == wanted.parallelism
 }

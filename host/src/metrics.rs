@@ -12,6 +12,8 @@
 //! created with a [`LagContext`] (and `statistics.interval.ms` set) reports
 //! it without any work on the message path.
 
+use crate::kafka::BrokerTrouble;
+use crate::sandbox::LogBudgets;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -37,6 +39,8 @@ pub struct Metrics {
     /// The version currently exported per handler, so a swap can remove the
     /// previous version's info series.
     versions: Mutex<HashMap<String, String>>,
+    /// The sandbox's guest-output budgets, read at each scrape.
+    log_budgets: Mutex<Option<Arc<LogBudgets>>>,
 }
 
 /// The labelled metric families shared by [`Metrics`] and every
@@ -51,6 +55,7 @@ struct Families {
     consumer_lag: IntGaugeVec,
     handler_info: IntGaugeVec,
     handler_swaps: IntCounterVec,
+    log_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,11 +116,18 @@ impl Metrics {
                 "Attempts to replace a handler's version, by outcome (applied or rejected).",
                 &["handler", "outcome"],
             ),
+            log_dropped: counter_vec(
+                &registry,
+                "stagehost_handler_log_dropped_total",
+                "Guest output lines (stdout, stderr, log) dropped over the handler's log budget.",
+                &["handler"],
+            ),
         };
         Arc::new(Self {
             registry,
             families,
             versions: Mutex::new(HashMap::new()),
+            log_budgets: Mutex::new(None),
         })
     }
 
@@ -175,8 +187,37 @@ impl Metrics {
             .inc();
     }
 
+    /// Exports the dropped-lines count of every budget in `budgets`
+    /// (`stagehost_handler_log_dropped_total`), read at each scrape.
+    pub fn watch_log_budgets(&self, budgets: Arc<LogBudgets>) {
+        *self
+            .log_budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(budgets);
+    }
+
+    fn sync_log_dropped(&self) {
+        let budgets = self
+            .log_budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for budget in budgets.iter().flat_map(|budgets| budgets.all()) {
+            let dropped = budget.dropped_lines();
+            if dropped == 0 {
+                continue;
+            }
+            let counter = self
+                .families
+                .log_dropped
+                .with_label_values(&[budget.handler()]);
+            counter.inc_by(dropped.saturating_sub(counter.get()));
+        }
+    }
+
     /// Every metric in the Prometheus text exposition format (0.0.4).
     pub fn encode(&self) -> String {
+        self.sync_log_dropped();
         let mut text = String::new();
         if let Err(err) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut text) {
             tracing::error!(cause = %err, "encoding metrics failed");
@@ -382,17 +423,20 @@ fn unknown() -> i64 {
 pub struct LagContext {
     stage: StageMetrics,
     topic: String,
+    trouble: Arc<BrokerTrouble>,
 }
 
 /// A `statistics.interval.ms` for stage consumers: how often lag updates.
 pub const STATISTICS_INTERVAL_MS: &str = "5000";
 
 impl LagContext {
-    /// Reports the lag on `topic` (the stage's input) into `stage`.
-    pub fn new(stage: StageMetrics, topic: &str) -> Self {
+    /// Reports the lag on `topic` (the stage's input) into `stage`, and
+    /// librdkafka's complaints into `trouble`.
+    pub fn new(stage: StageMetrics, topic: &str, trouble: Arc<BrokerTrouble>) -> Self {
         Self {
             stage,
             topic: topic.to_string(),
+            trouble,
         }
     }
 
@@ -405,6 +449,14 @@ impl LagContext {
 impl ClientContext for LagContext {
     fn stats_raw(&self, statistics: &[u8]) {
         self.stage.record_statistics(&self.topic, statistics);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.trouble.log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.trouble.error(&error, reason);
     }
 }
 
@@ -616,7 +668,7 @@ mod tests {
                 }}
             }
         }"#;
-        let context = LagContext::new(stage.clone(), "calc.in");
+        let context = LagContext::new(stage.clone(), "calc.in", Arc::default());
         context.stats_raw(statistics);
         context.stats_raw(b"not json");
         let text = metrics.encode();

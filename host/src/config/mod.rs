@@ -3,8 +3,10 @@
 //! file, the line and the field.
 
 mod locate;
+mod secrets;
 
 pub use locate::{FieldPath, Segment};
+pub use secrets::{References, looks_secret};
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -260,28 +262,117 @@ pub struct Limits {
     /// Largest linear memory the handler may grow to, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
-    /// Longest wall time one `handle` call may take, in milliseconds.
+    /// Longest wall time one call may take, in milliseconds: the time the
+    /// guest runs and the time it waits in host calls (clocks, polls,
+    /// stdio) alike. At the limit the call is abandoned and its instance
+    /// dropped.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Optional fuel (roughly, wasm instructions) allowed per message.
     #[serde(default)]
     pub fuel: Option<u64>,
+    /// Most output records one message may produce; past it the message is
+    /// dead-lettered as `invalid-output` and none of its outputs is produced.
+    #[serde(default = "default_max_outputs")]
+    pub max_outputs: u32,
+    /// Most bytes one message's outputs may add up to (keys, values and
+    /// headers); past it the message is dead-lettered as `invalid-output`.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: u64,
+    /// The budget for what the guest writes to stdout and stderr and sends
+    /// to `log`, shared by the three.
+    #[serde(default)]
+    pub log: LogLimits,
 }
 
 fn default_memory_mib() -> u64 {
-    64
+    Limits::DEFAULT.memory_mib
 }
 fn default_timeout_ms() -> u64 {
-    1000
+    Limits::DEFAULT.timeout_ms
+}
+fn default_max_outputs() -> u32 {
+    Limits::DEFAULT.max_outputs
+}
+fn default_max_output_bytes() -> u64 {
+    Limits::DEFAULT.max_output_bytes
+}
+
+impl Limits {
+    /// The defaults, as a constant (for `..Limits::DEFAULT`).
+    pub const DEFAULT: Limits = Limits {
+        memory_mib: 64,
+        timeout_ms: 1000,
+        fuel: None,
+        max_outputs: 1000,
+        max_output_bytes: 8 << 20,
+        log: LogLimits::DEFAULT,
+    };
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            memory_mib: default_memory_mib(),
-            timeout_ms: default_timeout_ms(),
-            fuel: None,
-        }
+        Self::DEFAULT
+    }
+}
+
+/// How much guest output (stdout, stderr and `log` lines together) reaches
+/// the host log: a token bucket of lines and one of bytes, each refilled at
+/// its rate up to its burst. Lines past the budget are dropped, counted in
+/// `stagehost_handler_log_dropped_total` and summarised in one line per
+/// interval, so the host log grows by a bounded amount whatever a guest
+/// writes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogLimits {
+    /// Lines per second, on average.
+    #[serde(default = "default_lines_per_second")]
+    pub lines_per_second: u32,
+    /// Lines that may come at once after a quiet spell.
+    #[serde(default = "default_burst_lines")]
+    pub burst_lines: u32,
+    /// Bytes per second, on average.
+    #[serde(default = "default_bytes_per_second")]
+    pub bytes_per_second: u64,
+    /// Bytes that may come at once after a quiet spell.
+    #[serde(default = "default_burst_bytes")]
+    pub burst_bytes: u64,
+    /// Longest line kept; the rest of a longer line is cut (and counted).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: u32,
+}
+
+fn default_lines_per_second() -> u32 {
+    LogLimits::DEFAULT.lines_per_second
+}
+fn default_burst_lines() -> u32 {
+    LogLimits::DEFAULT.burst_lines
+}
+fn default_bytes_per_second() -> u64 {
+    LogLimits::DEFAULT.bytes_per_second
+}
+fn default_burst_bytes() -> u64 {
+    LogLimits::DEFAULT.burst_bytes
+}
+fn default_max_line_bytes() -> u32 {
+    LogLimits::DEFAULT.max_line_bytes
+}
+
+impl LogLimits {
+    /// The defaults: a host log that grows by a few KiB a second per
+    /// handler at most.
+    pub const DEFAULT: LogLimits = LogLimits {
+        lines_per_second: 20,
+        burst_lines: 100,
+        bytes_per_second: 16 << 10,
+        burst_bytes: 64 << 10,
+        max_line_bytes: 2048,
+    };
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
@@ -301,6 +392,13 @@ pub struct StageConfig {
     /// branch name goes to that branch's topic.
     #[serde(default)]
     pub branches: BTreeMap<String, String>,
+    /// Other topics the stage's handlers may name in an output, besides
+    /// `output` and the `branches`. A handler output to any other topic, or
+    /// to an internal topic (a name starting with `__`), turns its message
+    /// into one `forbidden-topic` dead letter and none of its outputs is
+    /// produced.
+    #[serde(default)]
+    pub allowed_topics: Vec<String>,
     /// Partitions handled at once by this stage in this host; `None` handles
     /// every assigned partition concurrently. Order within a partition is kept.
     #[serde(default)]
@@ -419,6 +517,9 @@ pub struct LoadedConfig {
     pub config: Config,
     /// The stages this host runs (`host run --stage`); `None` runs them all.
     pub selected: Option<BTreeSet<String>>,
+    /// The fields whose value came from `${NAME}` or `file:PATH`, with the
+    /// reference: shown instead of the value.
+    pub references: References,
 }
 
 impl LoadedConfig {
@@ -451,7 +552,7 @@ impl LoadedConfig {
     /// Parses and checks config text; `path` names it in errors and anchors
     /// relative plugin paths.
     pub fn from_source(path: &Path, source: String) -> Result<Self, ConfigError> {
-        let config: Config = serde_yaml::from_str(&source).map_err(|err| {
+        let yaml_error = |err: serde_yaml::Error| {
             let position = err.location().map(|at| (at.line(), at.column()));
             let text = without_positions(&err.to_string());
             let (field, message) = split_serde_path(&text);
@@ -461,12 +562,30 @@ impl LoadedConfig {
                 field,
                 message,
             }
-        })?;
+        };
+        // Typed from the text first, for errors that point into it.
+        let mut config: Config = serde_yaml::from_str(&source).map_err(yaml_error)?;
+        let mut raw: serde_yaml::Value = serde_yaml::from_str(&source).map_err(yaml_error)?;
+        let mut references = References::new();
+        let base = path.parent().unwrap_or(Path::new("."));
+        secrets::resolve(&mut raw, base, &FieldPath::default(), &mut references).map_err(
+            |(field, message)| ConfigError {
+                file: path.to_path_buf(),
+                position: locate::locate(&source, &field),
+                field: field.to_string(),
+                message,
+            },
+        )?;
+        if !references.is_empty() {
+            // Only strings changed, into strings: this typing succeeds as the first did.
+            config = serde_yaml::from_value(raw).map_err(yaml_error)?;
+        }
         let loaded = Self {
             path: path.to_path_buf(),
             source,
             config,
             selected: None,
+            references,
         };
         loaded.validate()?;
         Ok(loaded)
@@ -572,6 +691,27 @@ impl LoadedConfig {
             if handler.limits.fuel == Some(0) {
                 return Err(self.error(&limits.key("fuel"), "must be at least 1"));
             }
+            if handler.limits.max_outputs == 0 {
+                return Err(self.error(&limits.key("max_outputs"), "must be at least 1"));
+            }
+            if handler.limits.max_output_bytes == 0 {
+                return Err(self.error(&limits.key("max_output_bytes"), "must be at least 1"));
+            }
+            let log = handler.limits.log;
+            let log_at = limits.key("log");
+            for (field, value) in [
+                ("lines_per_second", u64::from(log.lines_per_second)),
+                ("burst_lines", u64::from(log.burst_lines)),
+                ("bytes_per_second", log.bytes_per_second),
+                ("burst_bytes", log.burst_bytes),
+            ] {
+                if value == 0 {
+                    return Err(self.error(&log_at.key(field), "must be at least 1"));
+                }
+            }
+            if log.max_line_bytes < 80 {
+                return Err(self.error(&log_at.key("max_line_bytes"), "must be at least 80"));
+            }
             for (index, case) in handler.self_test.iter().enumerate() {
                 let case_at = at.key("self_test").index(index);
                 match (&case.output, case.error.as_deref()) {
@@ -628,6 +768,23 @@ impl LoadedConfig {
             ] {
                 check_topic(topic).map_err(|why| self.error(&at.key(field), why))?;
             }
+            for (field, topic) in [
+                ("output", &stage.output),
+                ("dead_letter", &stage.dead_letter),
+            ] {
+                check_writable(topic).map_err(|why| self.error(&at.key(field), why))?;
+            }
+            for (index, topic) in stage.allowed_topics.iter().enumerate() {
+                let topic_at = at.key("allowed_topics").index(index);
+                check_topic(topic).map_err(|why| self.error(&topic_at, why))?;
+                check_writable(topic).map_err(|why| self.error(&topic_at, why))?;
+                if topic == &stage.input || topic == &stage.dead_letter {
+                    return Err(self.error(
+                        &topic_at,
+                        format!("`{topic}` is the stage's own input or dead-letter topic"),
+                    ));
+                }
+            }
             if stage.output == stage.input || stage.dead_letter == stage.input {
                 let field = if stage.output == stage.input {
                     "output"
@@ -647,6 +804,7 @@ impl LoadedConfig {
                 let branch_at = at.key("branches").key(branch.clone());
                 check_name(branch).map_err(|why| self.error(&branch_at, why))?;
                 check_topic(topic).map_err(|why| self.error(&branch_at, why))?;
+                check_writable(topic).map_err(|why| self.error(&branch_at, why))?;
             }
             if stage.parallelism == Some(0) {
                 return Err(self.error(&at.key("parallelism"), "must be at least 1"));
@@ -809,14 +967,58 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a topic is Kafka's own: a name starting with `__`
+/// (`__consumer_offsets`, `__transaction_state`, ...). No handler may write
+/// to one, whatever the config says.
+pub fn is_internal_topic(topic: &str) -> bool {
+    topic.starts_with("__")
+}
+
+/// Checks that the host may write to a topic: not an internal one.
+fn check_writable(topic: &str) -> Result<(), String> {
+    if is_internal_topic(topic) {
+        Err(format!(
+            "`{topic}` is an internal Kafka topic (its name starts with `__`): nothing may write to it"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 impl LoadedConfig {
+    /// A field's value as the plan shows it: the `${NAME}` or `file:PATH`
+    /// it came from, if it came from one.
+    pub fn shown(&self, field: &FieldPath, value: &str) -> String {
+        self.references
+            .get(&field.to_string())
+            .cloned()
+            .unwrap_or_else(|| value.to_string())
+    }
+
+    /// [`LoadedConfig::shown`] for a named property or setting: a value
+    /// written into the file under a secret-looking name is hidden too.
+    pub fn shown_named(&self, field: &FieldPath, name: &str, value: &str) -> String {
+        match self.references.get(&field.to_string()) {
+            Some(reference) => reference.clone(),
+            None if looks_secret(name) => "*** (hidden)".to_string(),
+            None => value.to_string(),
+        }
+    }
+
     /// The resolved pipeline, defaults filled in, as `host check` prints it.
     pub fn plan(&self) -> String {
         use fmt::Write as _;
         let config = &self.config;
         let mut out = String::new();
         let kafka = &config.kafka;
-        let _ = writeln!(out, "brokers: {}", kafka.brokers);
+        let _ = writeln!(
+            out,
+            "brokers: {}",
+            self.shown(
+                &FieldPath::default().key("kafka").key("brokers"),
+                &kafka.brokers
+            )
+        );
         match kafka.delivery {
             Delivery::AtLeastOnce => {
                 let _ = writeln!(out, "delivery: at-least-once");
@@ -840,12 +1042,17 @@ impl LoadedConfig {
                     .map_or("of the brokers' default".to_string(), |f| f.to_string())
             );
         }
-        for (scope, properties) in [
-            ("all clients", &kafka.properties),
-            ("consumers", &kafka.consumer),
-            ("producers", &kafka.producer),
+        for (scope, section, properties) in [
+            ("all clients", "properties", &kafka.properties),
+            ("consumers", "consumer", &kafka.consumer),
+            ("producers", "producer", &kafka.producer),
         ] {
             for (key, value) in properties {
+                let field = FieldPath::default()
+                    .key("kafka")
+                    .key(section)
+                    .key(key.clone());
+                let value = self.shown_named(&field, key, &value.to_string());
                 let _ = writeln!(out, "property for {scope}: {key}={value}");
             }
         }
@@ -865,12 +1072,30 @@ impl LoadedConfig {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "handler {name}: {} (memory {} MiB, timeout {} ms{fuel})",
+                "handler {name}: {} (memory {} MiB, timeout {} ms{fuel}; per message at most {} output(s), {} bytes in all)",
                 handler.path.display(),
                 limits.memory_mib,
-                limits.timeout_ms
+                limits.timeout_ms,
+                limits.max_outputs,
+                limits.max_output_bytes
+            );
+            let log = limits.log;
+            let _ = writeln!(
+                out,
+                "  guest log: {} line(s)/s (burst {}), {} bytes/s (burst {}), lines cut at {} bytes",
+                log.lines_per_second,
+                log.burst_lines,
+                log.bytes_per_second,
+                log.burst_bytes,
+                log.max_line_bytes
             );
             for (key, value) in &handler.settings {
+                let field = FieldPath::default()
+                    .key("handlers")
+                    .key(name.clone())
+                    .key("settings")
+                    .key(key.clone());
+                let value = self.shown_named(&field, key, &value.to_string());
                 let _ = writeln!(out, "  setting {key}={value}");
             }
             if !handler.watch {
@@ -914,6 +1139,18 @@ impl LoadedConfig {
             }
             for (branch, topic) in &stage.branches {
                 let _ = writeln!(out, "  branch {branch} -> {topic}");
+            }
+            if stage.allowed_topics.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  handlers may write only to the output and the branches"
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  handlers may also write to: {}",
+                    stage.allowed_topics.join(", ")
+                );
             }
             if let Some(parallelism) = stage.parallelism {
                 let _ = writeln!(out, "  at most {parallelism} partition(s) at once");

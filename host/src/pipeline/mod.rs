@@ -11,8 +11,9 @@
 //! [`transactional`]).
 
 use crate::bindings::{HeaderRef, MessageRef, Output};
-use crate::config::{RetryConfig, StageConfig, check_topic};
+use crate::config::{Limits, RetryConfig, StageConfig, is_internal_topic};
 use crate::dead_letter::{self, DeadLetter, RawHeader, Source};
+use crate::kafka::HostProducer;
 use crate::metrics::{HandlerMetrics, LagContext, StageMetrics};
 use crate::registry::SharedRegistry;
 use crate::sandbox::{HandlerFailure, HandlerInstance};
@@ -20,9 +21,9 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +43,10 @@ const MAX_DELIVERY_BACKOFF: Duration = Duration::from_secs(5);
 /// One running stage.
 pub struct Stage {
     config: StageConfig,
+    /// Where the handlers may write, and how much.
+    outputs: OutputRules,
     registry: SharedRegistry,
-    producer: FutureProducer,
+    producer: HostProducer,
     consumer: StreamConsumer<LagContext>,
     metrics: StageMetrics,
     drain_timeout: Duration,
@@ -65,36 +68,167 @@ pub(crate) struct Record {
     pub(crate) headers: OwnedHeaders,
 }
 
-/// The records a handler's outputs become: to `default_topic`, or to the
-/// output's topic (a branch name is replaced by its topic from `branches`),
-/// keyed by the output's key or the input's, with the handler and version
-/// headers added.
+/// Where a stage's handlers may write, and how much one message may make.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputRules {
+    /// The stage's `output`: where an output without a topic goes.
+    pub(crate) default_topic: String,
+    /// Branch name -> topic.
+    pub(crate) branches: BTreeMap<String, String>,
+    /// Every topic a handler may name: the output, the branches' topics and
+    /// the stage's `allowed_topics`.
+    pub(crate) writable: BTreeSet<String>,
+    /// The producer's `message.max.bytes`: a larger record is refused here
+    /// rather than sent to fail.
+    pub(crate) max_record_bytes: u64,
+}
+
+/// librdkafka's default `message.max.bytes`.
+pub(crate) const DEFAULT_MAX_RECORD_BYTES: u64 = 1_000_000;
+
+impl OutputRules {
+    /// The rules of `stage`, for a producer whose `message.max.bytes` is
+    /// `max_record_bytes`.
+    pub(crate) fn of(stage: &StageConfig, max_record_bytes: u64) -> Self {
+        let mut writable: BTreeSet<String> = stage.allowed_topics.iter().cloned().collect();
+        writable.insert(stage.output.clone());
+        writable.extend(stage.branches.values().cloned());
+        Self {
+            default_topic: stage.output.clone(),
+            branches: stage.branches.clone(),
+            writable,
+            max_record_bytes,
+        }
+    }
+
+    /// The topic an output goes to, or why it may not go anywhere.
+    fn topic(&self, named: Option<String>) -> Result<String, OutputError> {
+        let Some(named) = named else {
+            return Ok(self.default_topic.clone());
+        };
+        if let Some(branch) = self.branches.get(&named) {
+            return Ok(branch.clone());
+        }
+        if is_internal_topic(&named) {
+            return Err(OutputError::ForbiddenTopic(format!(
+                "the handler named the internal Kafka topic `{}`",
+                printable_name(&named)
+            )));
+        }
+        if self.writable.contains(&named) {
+            return Ok(named);
+        }
+        Err(OutputError::ForbiddenTopic(format!(
+            "the handler named topic `{}`, which this stage may not write to (it may write to: {}; \
+             list more in the stage's `allowed_topics`)",
+            printable_name(&named),
+            self.writable.iter().cloned().collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+/// A topic name a handler chose, cut and made printable for a reason.
+fn printable_name(name: &str) -> String {
+    let mut shown: String = name
+        .chars()
+        .take(100)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if name.chars().count() > 100 {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Why a handler's outputs were refused; the whole message is dead-lettered
+/// and none of its outputs is produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OutputError {
+    /// An output named a topic the stage may not write to.
+    #[error("{0}")]
+    ForbiddenTopic(String),
+    /// Too many outputs, too many bytes, or a record too large for Kafka.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl OutputError {
+    /// The dead-letter kind.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            OutputError::ForbiddenTopic(_) => "forbidden-topic",
+            OutputError::Invalid(_) => "invalid-output",
+        }
+    }
+}
+
+/// Headers the host sets on every output; a handler's own of these names
+/// are replaced.
+const HOST_OUTPUT_HEADERS: [&str; 2] = [dead_letter::HANDLER, dead_letter::HANDLER_VERSION];
+
+/// What librdkafka counts of a record against `message.max.bytes`, at most:
+/// its key, value and headers with their length prefixes, plus the record
+/// overhead.
+fn record_size(key: Option<&[u8]>, value: &[u8], headers: &[crate::bindings::Header]) -> u64 {
+    const RECORD_OVERHEAD: u64 = 64;
+    const HEADER_OVERHEAD: u64 = 10;
+    let headers: u64 = headers
+        .iter()
+        .map(|h| HEADER_OVERHEAD + h.key.len() as u64 + h.value.len() as u64)
+        .sum();
+    RECORD_OVERHEAD + key.map_or(0, <[u8]>::len) as u64 + value.len() as u64 + headers
+}
+
+/// The records a handler's outputs become: to the stage's output, or to the
+/// output's topic (a branch name is replaced by its topic), keyed by the
+/// output's key or the input's, with the handler and version headers
+/// added. The handler's limits and the stage's rules are checked for all
+/// outputs before any record is made: one refused output refuses them all.
 pub(crate) fn output_records(
     outputs: Vec<Output>,
-    default_topic: &str,
-    branches: &BTreeMap<String, String>,
+    rules: &OutputRules,
+    limits: &Limits,
     input_key: Option<&[u8]>,
     handler: &str,
     version: &str,
-) -> Result<Vec<Record>, String> {
-    outputs
+) -> Result<Vec<Record>, OutputError> {
+    if outputs.len() as u64 > u64::from(limits.max_outputs) {
+        return Err(OutputError::Invalid(format!(
+            "the handler returned {} outputs for one message, more than its limits.max_outputs ({})",
+            outputs.len(),
+            limits.max_outputs
+        )));
+    }
+    let mut total: u64 = 0;
+    let mut topics = Vec::with_capacity(outputs.len());
+    for (index, output) in outputs.iter().enumerate() {
+        topics.push(rules.topic(output.topic.clone())?);
+        let key = output.key.as_deref().or(input_key);
+        let size = record_size(key, &output.value, &output.headers);
+        if size > rules.max_record_bytes {
+            return Err(OutputError::Invalid(format!(
+                "output {} is about {size} bytes, more than the producer's message.max.bytes ({})",
+                index + 1,
+                rules.max_record_bytes
+            )));
+        }
+        total += size;
+        if total > limits.max_output_bytes {
+            return Err(OutputError::Invalid(format!(
+                "the handler's outputs for one message add up to more than its limits.max_output_bytes ({} bytes)",
+                limits.max_output_bytes
+            )));
+        }
+    }
+    Ok(outputs
         .into_iter()
-        .map(|output| {
-            // The stage's own topics were checked with the config; a name the
-            // handler chose is checked here.
-            let topic = match output.topic {
-                None => default_topic.to_string(),
-                Some(named) => match branches.get(&named) {
-                    Some(branch) => branch.clone(),
-                    None => {
-                        check_topic(&named)
-                            .map_err(|why| format!("handler output topic: {why}"))?;
-                        named
-                    }
-                },
-            };
+        .zip(topics)
+        .map(|(output, topic)| {
             let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
             for header in &output.headers {
+                if HOST_OUTPUT_HEADERS.contains(&header.key.as_str()) {
+                    continue;
+                }
                 headers = headers.insert(Header {
                     key: &header.key,
                     value: Some(&header.value),
@@ -109,14 +243,14 @@ pub(crate) fn output_records(
                     key: dead_letter::HANDLER_VERSION,
                     value: Some(version),
                 });
-            Ok(Record {
+            Record {
                 topic,
                 key: output.key.or_else(|| input_key.map(<[u8]>::to_vec)),
                 value: Some(output.value),
                 headers,
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// A message whose records were handed to the producer.
@@ -204,12 +338,14 @@ impl Stage {
     pub fn new(
         config: StageConfig,
         registry: SharedRegistry,
-        producer: FutureProducer,
+        producer: HostProducer,
         consumer: StreamConsumer<LagContext>,
         drain_timeout: Duration,
         transaction_interval: Option<Duration>,
+        max_record_bytes: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
+            outputs: OutputRules::of(&config, max_record_bytes),
             metrics: consumer.context().stage().clone(),
             permits: config.parallelism.map(|n| Arc::new(Semaphore::new(n))),
             config,
@@ -521,8 +657,8 @@ impl Stage {
         let letter = match outputs {
             Ok(outputs) => match output_records(
                 outputs,
-                &self.config.output,
-                &self.config.branches,
+                &self.outputs,
+                &component.limits(),
                 message.key(),
                 name,
                 component.version(),
@@ -531,9 +667,9 @@ impl Stage {
                     slot.metrics.outputs(records.len() as u64);
                     return Ok(records);
                 }
-                Err(reason) => DeadLetter {
-                    kind: "invalid-output",
-                    reason,
+                Err(refused) => DeadLetter {
+                    kind: refused.kind(),
+                    reason: refused.to_string(),
                     handler: identity(),
                 },
             },
@@ -572,7 +708,7 @@ impl Stage {
         tracing::warn!(
             stage = %self.config.name,
             kind = letter.kind,
-            reason = %letter.reason,
+            reason = %letter.reason_line(),
             topic = message.topic(),
             partition = message.partition(),
             offset = message.offset(),

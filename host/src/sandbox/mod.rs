@@ -14,12 +14,15 @@
 
 mod guest_output;
 
+pub use guest_output::{LogBudget, LogBudgets};
+
 use crate::bindings::{
     self, HandlerError, Level, Message, MessageRef, Output, StageHandler, StageHandlerPre,
 };
 use crate::config::Limits;
 use guest_output::{GuestOutput, Stream};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +32,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// How often the engine's epoch advances; the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Epoch ticks between looks at the guest-output budgets (100 ms).
+const SUMMARY_TICKS: u32 = 20;
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +157,7 @@ pub struct Sandbox {
     linker: Linker<GuestState>,
     fuel_enabled: bool,
     ticker_stop: Arc<AtomicBool>,
+    log_budgets: Arc<LogBudgets>,
 }
 
 impl Sandbox {
@@ -180,16 +186,23 @@ impl Sandbox {
         StageHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
+        let log_budgets = Arc::new(LogBudgets::default());
         let weak = engine.weak();
         let stop = ticker_stop.clone();
+        let budgets = log_budgets.clone();
         std::thread::Builder::new()
             .name("stagehost-epoch".into())
             .spawn(move || {
+                let mut ticks: u32 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
+                    }
+                    ticks = ticks.wrapping_add(1);
+                    if ticks.is_multiple_of(SUMMARY_TICKS) {
+                        budgets.tick();
                     }
                 }
             })?;
@@ -198,12 +211,18 @@ impl Sandbox {
             linker,
             fuel_enabled: fuel,
             ticker_stop,
+            log_budgets,
         }))
     }
 
     /// Whether fuel metering is on.
     pub fn fuel_enabled(&self) -> bool {
         self.fuel_enabled
+    }
+
+    /// Every handler's guest-output budget.
+    pub fn log_budgets(&self) -> &Arc<LogBudgets> {
+        &self.log_budgets
     }
 
     /// Compiles and links a component, then runs `init` once in a fresh
@@ -228,6 +247,7 @@ impl Sandbox {
             .map_err(wrong_world)?;
         let pre = StageHandlerPre::new(instance_pre).map_err(wrong_world)?;
         let loaded = Arc::new(HandlerComponent {
+            log_budget: self.log_budgets.budget(&spec.name, spec.limits.log),
             version: version_of(bytes),
             size: bytes.len(),
             loaded_at: SystemTime::now(),
@@ -246,6 +266,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        self.log_budgets.flush();
     }
 }
 
@@ -308,6 +329,7 @@ pub struct HandlerComponent {
     loaded_at: SystemTime,
     pre: StageHandlerPre<GuestState>,
     sandbox: Arc<Sandbox>,
+    log_budget: Arc<LogBudget>,
 }
 
 impl HandlerComponent {
@@ -346,18 +368,24 @@ impl HandlerComponent {
         self.spec.limits
     }
 
-    /// Creates a fresh instance and runs its `init`.
+    /// Creates a fresh instance and runs its `init`, within the handler's
+    /// time limit.
     pub async fn instantiate(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
-        let name: Arc<str> = Arc::from(self.spec.name.as_str());
+        let limit = self.spec.limits.timeout_ms;
+        within_limit(limit, self.instantiate_unbounded()).await
+    }
+
+    async fn instantiate_unbounded(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
+        let budget = self.log_budget.clone();
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(name.clone(), Stream::Stdout))
-            .stderr(GuestOutput::new(name.clone(), Stream::Stderr))
+            .stdout(GuestOutput::new(budget.clone(), Stream::Stdout))
+            .stderr(GuestOutput::new(budget.clone(), Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
         let state = GuestState {
-            handler: name,
+            log: budget,
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
@@ -456,7 +484,15 @@ impl HandlerInstance {
         // when the instance was created; a `MessageRef` lowers the same for
         // any lifetime.
         let typed = unsafe { TypedFunc::<HandleParams<'_>, HandleResults>::new_unchecked(func) };
-        match typed.call_async(&mut self.store, (message,)).await {
+        let limit = self.component.spec.limits.timeout_ms;
+        let call = typed.call_async(&mut self.store, (message,));
+        let Ok(answer) = tokio::time::timeout(Duration::from_millis(limit), call).await else {
+            // Abandoned while the guest waited in a host call (a sleep, a
+            // poll): the caller drops this instance.
+            self.handle = None;
+            return Err(HandlerFailure::Timeout(limit));
+        };
+        match answer {
             Ok((Ok(outputs),)) => Ok(outputs),
             Ok((Err(HandlerError::InvalidInput(reason)),)) => {
                 Err(HandlerFailure::InvalidInput(reason))
@@ -486,15 +522,38 @@ impl HandlerInstance {
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => HandlerFailure::Timeout(limits.timeout_ms),
             Some(Trap::OutOfFuel) => HandlerFailure::FuelExhausted(limits.fuel.unwrap_or(0)),
-            Some(trap) => HandlerFailure::Trap(format!("wasm trap: {trap}")),
-            None => HandlerFailure::Trap(format!("{err:#}")),
+            // A trap's text starts with `wasm trap:` already.
+            Some(trap) => HandlerFailure::Trap(trap.to_string()),
+            None => match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => HandlerFailure::Trap(format!(
+                    "the handler exited the process (status {})",
+                    exit.0
+                )),
+                // The root cause says what happened; the context above it
+                // is a wasm backtrace.
+                None => HandlerFailure::Trap(err.root_cause().to_string()),
+            },
         }
+    }
+}
+
+/// Runs a guest call (an instantiation, `init`) within the handler's wall
+/// time limit. The epoch deadline stops guest code at the limit; this also
+/// stops a call blocked in a host call (a sleep, a poll) there.
+async fn within_limit<T>(
+    limit_ms: u64,
+    call: impl Future<Output = Result<T, HandlerFailure>>,
+) -> Result<T, HandlerFailure> {
+    match tokio::time::timeout(Duration::from_millis(limit_ms), call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(HandlerFailure::Timeout(limit_ms)),
     }
 }
 
 /// The per-instance state wasmtime hands to host functions.
 pub struct GuestState {
-    handler: Arc<str>,
+    /// The handler's guest-output budget (for `log`, stdout and stderr).
+    log: Arc<LogBudget>,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -515,14 +574,7 @@ impl bindings::stagehost::handler::types::Host for GuestState {}
 
 impl bindings::stagehost::handler::log::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        let handler = &*self.handler;
-        match level {
-            Level::Trace => tracing::trace!(target: "guest", handler, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", handler, "{message}"),
-            Level::Info => tracing::info!(target: "guest", handler, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", handler, "{message}"),
-            Level::Error => tracing::error!(target: "guest", handler, "{message}"),
-        }
+        self.log.emit(Stream::Log(level), message.as_bytes(), 0);
     }
 }
 

@@ -232,11 +232,17 @@ pub struct HostProcess {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl HostProcess {
     /// Writes `yaml` (plugin paths made absolute) and starts the host on it.
     pub fn start(yaml: &str) -> Self {
+        Self::start_with_env(yaml, &[])
+    }
+
+    /// [`HostProcess::start`] with extra environment variables.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(unique("stagehost-run"));
         std::fs::create_dir_all(&dir).unwrap();
         let yaml = yaml.replace(
@@ -249,6 +255,10 @@ impl HostProcess {
             log: dir.join("host.log"),
             config,
             child: None,
+            env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
         };
         host.restart();
         host
@@ -266,6 +276,7 @@ impl HostProcess {
             Command::new(env!("CARGO_BIN_EXE_host"))
                 .args(["run", self.config.to_str().unwrap()])
                 .env("RUST_LOG", "info")
+                .envs(self.env.iter().map(|(key, value)| (key, value)))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -279,6 +290,11 @@ impl HostProcess {
         let mut child = self.child.take().expect("the host is running");
         super::signal(&child, signal);
         child.wait().unwrap().success()
+    }
+
+    /// The config file the host runs.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
     }
 
     /// The host's log so far.
