@@ -1,7 +1,7 @@
 # Stagehost: the two commands are `make run` and `make test`.
 #
 #   make run         set up, build, start local Kafka if none answers, run config.yml
-#   make test        set up, build, start local Kafka, run the whole test suite
+#   make test        set up, build, start local Kafka, lint, run the whole test suite
 #   make run-graph   the same as `make run` for the tutorial's graph, examples/graph.yml
 #   make kafka-up    start the local Apache Kafka broker (KRaft) on 127.0.0.1:9092
 #   make kafka-down  stop it
@@ -13,15 +13,16 @@
 CARGO ?= cargo
 HOST  := target/release/host
 
-.PHONY: run run-graph test setup plugins build kafka-up kafka-down lint fuzz graph-picture bench-e2e
+.PHONY: run run-graph test setup setup-test plugins plugins-run build kafka-up kafka-down lint fuzz graph-picture bench-e2e
 
-run: setup plugins build kafka-up
+# The first run needs only the wasm32-wasip2 plugin build (no cargo-component).
+run: setup plugins-run build kafka-up
 	$(HOST) run config.yml
 
-run-graph: setup plugins build kafka-up
+run-graph: setup plugins-run build kafka-up
 	$(HOST) run examples/graph.yml
 
-test: setup plugins kafka-up
+test: setup-test plugins kafka-up lint
 	$(CARGO) test --release --workspace
 	cd plugins && $(CARGO) test --workspace
 	cd plugins/multiply && python3 -m unittest -q
@@ -30,8 +31,15 @@ test: setup plugins kafka-up
 setup:
 	scripts/setup.sh
 
-plugins: setup
+setup-test:
+	scripts/setup.sh --test
+
+# Both plugin build variants (cargo build for wasm32-wasip2, cargo component).
+plugins: setup-test
 	scripts/build-plugins.sh
+
+plugins-run: setup
+	scripts/build-plugins.sh --wasip2-only
 
 build:
 	$(CARGO) build --release -p stagehost

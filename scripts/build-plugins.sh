@@ -11,9 +11,21 @@
 # shared target/ directory (see plugins/.cargo/config.toml), or under
 # $CARGO_TARGET_DIR if that is set.
 #
-# Assumes the wasm32-wasip2 and wasm32-wasip1 targets and cargo-component are
-# installed. Runs from any working directory.
+# With --wasip2-only, only the first variant (all `make run` needs; no
+# cargo-component). Assumes the wasm32-wasip2 target (and for the second
+# variant wasm32-wasip1 and cargo-component) is installed. Runs from any
+# working directory.
 set -euo pipefail
+
+variants=(wasm32-wasip2 wasm32-wasip1)
+case "${1:-}" in
+--wasip2-only) variants=(wasm32-wasip2) ;;
+"") ;;
+*)
+    echo "usage: $0 [--wasip2-only]" >&2
+    exit 2
+    ;;
+esac
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 plugins_dir="$repo_root/plugins"
@@ -24,8 +36,10 @@ cd "$plugins_dir"
 echo "==> cargo build --target wasm32-wasip2 --release" >&2
 cargo build --target wasm32-wasip2 --release
 
-echo "==> cargo component build --release" >&2
-cargo component build --release
+if [[ " ${variants[*]} " == *" wasm32-wasip1 "* ]]; then
+    echo "==> cargo component build --release" >&2
+    cargo component build --release
+fi
 
 target_dir="$(cargo metadata --no-deps --format-version 1 |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
@@ -40,7 +54,7 @@ target_dir="$(cd "$target_dir" && pwd -P)"
 component_header="0061736d0d000100"
 
 status=0
-for target in wasm32-wasip2 wasm32-wasip1; do
+for target in "${variants[@]}"; do
     for name in "${components[@]}"; do
         artefact="$target_dir/$target/release/$name.wasm"
         if [[ ! -f "$artefact" ]]; then

@@ -12,11 +12,11 @@ use libfuzzer_sys::fuzz_target;
 use rdkafka::bindings::{rd_kafka_header_add, rd_kafka_headers_t, rd_kafka_resp_err_t};
 use rdkafka::message::{BorrowedHeaders, Headers, OwnedHeaders};
 use serde_json::Value;
-use stagehost::bindings::{Header as WitHeader, Message};
+use stagehost::handlers::bindings::{Header as WitHeader, Message};
 use stagehost::config::Limits;
-use stagehost::dead_letter::{self, DeadLetter, Source};
-use stagehost::routing::RouteTable;
-use stagehost::sandbox::{HandlerComponent, HandlerInstance, HandlerSpec, Sandbox, run_guest};
+use stagehost::pipeline::dead_letter::{self, DeadLetter, Source};
+use stagehost::config::Routing;
+use stagehost::handlers::{HandlerComponent, HandlerInstance, HandlerSpec, Sandbox, run_guest};
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// Every `stagehost-error-kind` a message can be dead-lettered with.
@@ -64,18 +64,18 @@ static ADD: LazyLock<Arc<HandlerComponent>> = LazyLock::new(|| {
 static INSTANCE: Mutex<Option<HandlerInstance>> = Mutex::new(None);
 
 /// The route tables a stage can have, each leading to `add`.
-static ROUTES: LazyLock<[RouteTable; 3]> = LazyLock::new(|| {
+static ROUTES: LazyLock<[Routing; 3]> = LazyLock::new(|| {
     let to = |value: &str| [(value.to_string(), "add".to_string())].into();
     [
-        RouteTable::ByField {
+        Routing::ByField {
             field: "operation".into(),
             to: to("sum"),
         },
-        RouteTable::ByField {
+        Routing::ByField {
             field: "/meta/op".into(),
             to: to("sum"),
         },
-        RouteTable::Single("add".into()),
+        Routing::Single("add".into()),
     ]
 });
 

@@ -108,9 +108,17 @@ async fn measure(brokers: &str, delivery: &str, count: u64, interval: u64) -> an
     let config = LoadedConfig::from_source(&repo_root().join("bench.yml"), yaml)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    let host = tokio::spawn(stagehost::run(config, async move {
-        let _ = stop_rx.await;
-    }));
+    let host = tokio::spawn(async move {
+        let host = stagehost::Host::start(config).await?;
+        let (_requests, reloads) = tokio::sync::mpsc::unbounded_channel();
+        host.run(
+            async move {
+                let _ = stop_rx.await;
+            },
+            reloads,
+        )
+        .await
+    });
     let (brokers_owned, output_owned) = (brokers.to_string(), output.clone());
     let done = tokio::task::spawn_blocking(move || wait_for(&brokers_owned, &output_owned, count))
         .await??;

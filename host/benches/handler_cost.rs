@@ -15,9 +15,9 @@
 //! `operation`, and `operator_2` never 0). Figures are printed, never
 //! asserted; a handler error fails the run.
 
-use stagehost::bindings::Message;
 use stagehost::config::Limits;
-use stagehost::sandbox::{HandlerSpec, Sandbox, run_guest};
+use stagehost::handlers::bindings::Message;
+use stagehost::handlers::{HandlerSpec, Sandbox, run_guest};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -19,7 +19,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use stagehost::config::LoadedConfig;
-use stagehost::sandbox::version_of;
+use stagehost::handlers::version_of;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,15 +69,18 @@ async fn main() -> anyhow::Result<()> {
     let config = LoadedConfig::from_source(&dir.join("config.yml"), yaml)?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let host = tokio::spawn(stagehost::run_with(
-        config,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |ready| {
-            let _ = ready_tx.send(ready);
-        },
-    ));
+    let host = tokio::spawn(async move {
+        let host = stagehost::Host::start(config).await?;
+        let _ = ready_tx.send(host.ready());
+        let (_requests, reloads) = tokio::sync::mpsc::unbounded_channel();
+        host.run(
+            async move {
+                let _ = stop_rx.await;
+            },
+            reloads,
+        )
+        .await
+    });
     let reloader = ready_rx.await?.reloader;
 
     // Outputs as (arrival, version), read by a thread of their own.

@@ -24,9 +24,11 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use serde_json::{Value, json};
-use stagehost::config::{KafkaConfig, StageConfig};
-use stagehost::dead_letter::{self, DeadLetter, RecordHeaders, Source};
+use serde_json::Value;
+use stagehost::config::ClientProperties;
+use stagehost::handlers::ErrorKind;
+use stagehost::kafka::headers::RecordHeaders;
+use stagehost::pipeline::dead_letter::{self, DeadLetter, Source};
 use std::future::Future;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -80,29 +82,34 @@ fn compute(payload: &[u8]) -> Outcome {
     };
     let value: Value = match serde_json::from_slice(payload) {
         Ok(value) => value,
-        Err(err) => return letter("invalid-json", format!("invalid JSON: {err}")),
+        Err(err) => return letter(ErrorKind::InvalidJson, format!("invalid JSON: {err}")),
     };
     let handler = match value.get("operation") {
-        None => return letter("missing-route", "no field `operation`".into()),
+        None => return letter(ErrorKind::MissingRoute, "no field `operation`".into()),
         Some(Value::String(op)) => match op.as_str() {
             "sum" | "add" => calc::add,
             "sub" | "subtract" => calc::subtract,
             other => {
                 return letter(
-                    "unknown-route",
+                    ErrorKind::UnknownRoute,
                     format!("no handler for operation `{other}`"),
                 );
             }
         },
-        Some(other) => return letter("unknown-route", format!("no handler for operation {other}")),
+        Some(other) => {
+            return letter(
+                ErrorKind::UnknownRoute,
+                format!("no handler for operation {other}"),
+            );
+        }
     };
     match handler(value) {
         Ok(output) => Outcome::Output(serde_json::to_vec(&output).expect("a Value serialises")),
         Err(err) => letter(
             if err.is_transient() {
-                "transient"
+                ErrorKind::Transient
             } else {
-                "invalid-input"
+                ErrorKind::InvalidInput
             },
             err.reason().to_string(),
         ),
@@ -215,7 +222,7 @@ impl Loop {
         let InFlight { input, letter } = flight;
         if let Err(reason) = outcome {
             let letter = letter.unwrap_or_else(|| DeadLetter {
-                kind: "produce-failed",
+                kind: ErrorKind::ProduceFailed,
                 reason: format!("producing an output failed: {reason}"),
                 handler: None,
             });
@@ -287,24 +294,19 @@ impl Loop {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
-    let kafka: KafkaConfig = serde_json::from_value(json!({
-        "brokers": args.brokers,
-        "group": args.group,
-    }))?;
-    let stage: StageConfig = serde_json::from_value(json!({
-        "name": STAGE,
-        "input": args.input,
-        "output": args.output,
-        "dead_letter": args.dead_letter,
-        "group": args.group,
-    }))?;
-    let producer: FutureProducer = stagehost::kafka::producer_config(&kafka.brokers, &kafka)
+    let properties = ClientProperties::default();
+    let producer: FutureProducer = stagehost::kafka::producer_config(&args.brokers, &properties)
         .create()
         .context("creating the producer")?;
-    let consumer: StreamConsumer =
-        stagehost::kafka::consumer_config(&kafka.brokers, &kafka, &stage)
-            .create()
-            .context("creating the consumer")?;
+    let consumer: StreamConsumer = stagehost::kafka::consumer_config(
+        &args.brokers,
+        &properties,
+        &args.group,
+        &format!("stagehost-{STAGE}"),
+        false,
+    )
+    .create()
+    .context("creating the consumer")?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let shutdown = async move {

@@ -2,9 +2,10 @@
 //! every route and status code, bearer-token checks, the upload size limit,
 //! the swap metrics and graceful shutdown. No Kafka and no wasm needed.
 
-use stagehost::admin::{self, HandlerControl, HandlerInfo};
-use stagehost::metrics::Metrics;
-use stagehost::reload::SwapError;
+use stagehost::control::admin;
+use stagehost::control::handlers::SwapError;
+use stagehost::control::handlers::{HandlerControl, HandlerInfo};
+use stagehost::control::metrics::Metrics;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

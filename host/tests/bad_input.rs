@@ -21,11 +21,12 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use rdkafka::bindings::{rd_kafka_header_add, rd_kafka_headers_t, rd_kafka_resp_err_t};
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use serde_json::{Map, Value, json};
-use stagehost::bindings::{Header as WitHeader, Message};
+use stagehost::config::Routing;
 use stagehost::config::{ConfigError, Limits, LoadedConfig};
-use stagehost::dead_letter::{self, DeadLetter, Source};
-use stagehost::routing::RouteTable;
-use stagehost::sandbox::{HandlerComponent, HandlerInstance, HandlerSpec, Sandbox, run_guest};
+use stagehost::handlers::ErrorKind;
+use stagehost::handlers::bindings::{Header as WitHeader, Message};
+use stagehost::handlers::{HandlerComponent, HandlerInstance, HandlerSpec, Sandbox, run_guest};
+use stagehost::pipeline::dead_letter::{self, DeadLetter, Source};
 use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -799,18 +800,18 @@ fn add_component() -> Arc<HandlerComponent> {
 
 /// The calculator's routes: the `operation` field, a JSON pointer, and a
 /// stage with a single handler. Each leads only to `add`.
-fn routes() -> [RouteTable; 3] {
+fn routes() -> [Routing; 3] {
     let to = |value: &str| [(value.to_string(), "add".to_string())].into();
     [
-        RouteTable::ByField {
+        Routing::ByField {
             field: "operation".into(),
             to: to("sum"),
         },
-        RouteTable::ByField {
+        Routing::ByField {
             field: "/meta/op".into(),
             to: to("sum"),
         },
-        RouteTable::Single("add".into()),
+        Routing::Single("add".into()),
     ]
 }
 
@@ -835,7 +836,7 @@ impl Outcome {
 /// One stage's view of the message path: route, then run `add` in an
 /// instance reused until a failure poisons it, as a partition worker does.
 struct MessagePath {
-    routes: [RouteTable; 3],
+    routes: [Routing; 3],
     component: Arc<HandlerComponent>,
     instance: Option<HandlerInstance>,
 }
@@ -856,7 +857,7 @@ impl MessagePath {
                 assert_eq!(handler, "add", "the tables name only add");
                 self.handle(message)
             }
-            Err(err) => Outcome::DeadLetter(err.kind(), err.to_string()),
+            Err(err) => Outcome::DeadLetter(err.kind().as_str(), err.to_string()),
         }
     }
 
@@ -865,7 +866,9 @@ impl MessagePath {
             Some(instance) => instance,
             None => match run_guest(self.component.instantiate()) {
                 Ok(instance) => self.instance.insert(instance),
-                Err(failure) => return Outcome::DeadLetter(failure.kind(), failure.to_string()),
+                Err(failure) => {
+                    return Outcome::DeadLetter(failure.kind().as_str(), failure.to_string());
+                }
             },
         };
         match run_guest(instance.handle(message)) {
@@ -880,7 +883,7 @@ impl MessagePath {
                 if failure.poisons_instance() {
                     self.instance = None;
                 }
-                Outcome::DeadLetter(failure.kind(), failure.to_string())
+                Outcome::DeadLetter(failure.kind().as_str(), failure.to_string())
             }
         }
     }
@@ -909,11 +912,11 @@ fn same_json(a: &Value, b: &Value) -> bool {
 }
 
 /// What routing by `table` must answer for a value that parses as JSON.
-fn expected_route(table: &RouteTable, document: &Value) -> Result<(), &'static str> {
+fn expected_route(table: &Routing, document: &Value) -> Result<(), &'static str> {
     let found = match table {
-        RouteTable::Single(_) => return Ok(()),
-        RouteTable::ByField { field, .. } if field.starts_with('/') => document.pointer(field),
-        RouteTable::ByField { field, .. } => match document {
+        Routing::Single(_) => return Ok(()),
+        Routing::ByField { field, .. } if field.starts_with('/') => document.pointer(field),
+        Routing::ByField { field, .. } => match document {
             Value::Object(object) => object.get(field),
             _ => None,
         },
@@ -948,7 +951,7 @@ fn check_message(path: &RefCell<MessagePath>, message: &Message) -> Result<(), T
         let routed = table
             .resolve(&message.value)
             .map(drop)
-            .map_err(|err| err.kind());
+            .map_err(|err| err.kind().as_str());
         if let Err(kind) = routed {
             prop_assert!(ROUTE_KINDS.contains(&kind), "unknown route kind {}", kind);
         }
@@ -957,8 +960,7 @@ fn check_message(path: &RefCell<MessagePath>, message: &Message) -> Result<(), T
                 prop_assert_eq!(routed, expected_route(&table, document), "{:?}", table);
             }
             // A JSON pointer needs the whole document.
-            None if matches!(&table, RouteTable::ByField { field, .. } if field.starts_with('/')) =>
-            {
+            None if matches!(&table, Routing::ByField { field, .. } if field.starts_with('/')) => {
                 prop_assert_eq!(routed, Err("invalid-json"), "{:?}", table);
             }
             // A top-level field is found without reading the rest; what
@@ -1433,7 +1435,7 @@ fn empty_null_and_wrong_typed_messages_get_their_kinds() {
         let got = path.routes[0]
             .resolve(value)
             .map(drop)
-            .map_err(|err| err.kind());
+            .map_err(|err| err.kind().as_str());
         assert_eq!(got, *routed, "routing {shown}");
         let outcome = path.handle(&message(value.to_vec(), None, Vec::new()));
         assert_eq!(outcome.kind(), *answer, "add on {shown}: {outcome:?}");
@@ -1506,7 +1508,7 @@ fn dead_letter() -> impl Strategy<Value = DeadLetter> {
         prop::option::of((any::<String>(), "[0-9a-f]{12}")),
     )
         .prop_map(|(kind, reason, handler)| DeadLetter {
-            kind,
+            kind: ErrorKind::parse(kind).expect("a known kind"),
             reason,
             handler,
         })
@@ -1637,10 +1639,11 @@ fn dead_letter_headers_survive_keys_that_are_not_utf8() {
         for (key, value) in &headers {
             add_raw_header(&original, key, value.as_deref());
         }
-        let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> = dead_letter::raw_headers(&original)
-            .into_iter()
-            .map(|header| (header.key.to_vec(), header.value.map(<[u8]>::to_vec)))
-            .collect();
+        let raw: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            stagehost::kafka::headers::raw_headers(&original)
+                .into_iter()
+                .map(|header| (header.key.to_vec(), header.value.map(<[u8]>::to_vec)))
+                .collect();
         let stored: Vec<(Vec<u8>, Option<Vec<u8>>)> = headers
             .iter()
             .map(|(key, value)| (up_to_nul(key).to_vec(), value.clone()))

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use stagehost::config::Limits;
-use stagehost::sandbox::{HandlerSpec, Sandbox, run_guest};
+use stagehost::handlers::{HandlerSpec, Sandbox, run_guest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

@@ -6,7 +6,7 @@ mod common;
 use common::{plugin, wit_message};
 use serde_json::{Value, json};
 use stagehost::config::Limits;
-use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox, run_guest};
+use stagehost::handlers::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox, run_guest};
 
 const VARIANTS: [&str; 2] = ["wasm32-wasip2", "wasm32-wasip1"];
 

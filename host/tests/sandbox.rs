@@ -11,8 +11,8 @@ mod common;
 use common::numbered::HostProcess;
 use common::*;
 use serde_json::{Value, json};
-use stagehost::config::{Limits, SelfTestCase};
-use stagehost::sandbox::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox, run_guest};
+use stagehost::config::{Expect, Limits, SelfTestCase};
+use stagehost::handlers::{HandlerFailure, HandlerInstance, HandlerSpec, Sandbox, run_guest};
 use std::time::Duration;
 
 const LIMITS: Limits = Limits {
@@ -129,10 +129,9 @@ fn a_self_test_that_sleeps_is_cut_at_the_time_limit() {
     let (bytes, spec) = hostile_spec(LIMITS, &[]);
     let cases = [SelfTestCase {
         input: json!({"do": "sleep", "ms": 600_000}),
-        output: Some(json!({"slept": true})),
-        error: None,
+        expect: Expect::Output(json!({"slept": true})),
     }];
-    let refused = stagehost::registry::validate(&sandbox, spec, &bytes, &cases)
+    let refused = stagehost::handlers::validate(&sandbox, spec, &bytes, &cases)
         .err()
         .expect("a self-test sleeping for ten minutes passed");
     assert!(refused.contains("200 ms limit"), "{refused}");

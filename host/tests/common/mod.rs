@@ -137,13 +137,19 @@ impl RunningHost {
         ready: impl FnOnce(stagehost::Ready) + Send + 'static,
     ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(stagehost::run_with(
-            config,
-            async move {
-                let _ = stopped.await;
-            },
-            ready,
-        ));
+        let task = tokio::spawn(async move {
+            let host = stagehost::Host::start(config).await?;
+            ready(host.ready());
+            // No reload requests: the test re-reads nothing.
+            let (_requests, reloads) = tokio::sync::mpsc::unbounded_channel();
+            host.run(
+                async move {
+                    let _ = stopped.await;
+                },
+                reloads,
+            )
+            .await
+        });
         Self {
             stop: Some(stop),
             task,
@@ -393,8 +399,8 @@ pub async fn wait_output(process: std::process::Child) -> std::process::Output {
 }
 
 /// A message as a handler receives it, with only a value.
-pub fn wit_message(value: Vec<u8>) -> stagehost::bindings::Message {
-    stagehost::bindings::Message {
+pub fn wit_message(value: Vec<u8>) -> stagehost::handlers::bindings::Message {
+    stagehost::handlers::bindings::Message {
         topic: "t".into(),
         partition: 0,
         offset: 0,

@@ -2,7 +2,7 @@
 //! consume and produce. Finds cycles and dangling inputs for the config
 //! checks, and draws the graph as Mermaid or Graphviz DOT for `host graph`.
 
-use crate::config::Config;
+use super::pipeline::{Pipeline, Routing};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -28,10 +28,10 @@ pub struct Produced {
     pub link: Link,
 }
 
-/// The stages and topics of one config.
+/// The stages and topics of one pipeline.
 #[derive(Debug)]
 pub struct Graph<'a> {
-    config: &'a Config,
+    config: &'a Pipeline,
     produced: Vec<Produced>,
 }
 
@@ -45,8 +45,8 @@ pub struct Dangling {
 }
 
 impl<'a> Graph<'a> {
-    /// The graph of a parsed config.
-    pub fn of(config: &'a Config) -> Self {
+    /// The graph of a pipeline.
+    pub fn of(config: &'a Pipeline) -> Self {
         let mut produced = Vec::new();
         for (index, stage) in config.stages.iter().enumerate() {
             produced.push(Produced {
@@ -68,11 +68,6 @@ impl<'a> Graph<'a> {
             });
         }
         Self { config, produced }
-    }
-
-    /// Every topic some stage writes to, with who writes it and how.
-    pub fn produced(&self) -> &[Produced] {
-        &self.produced
     }
 
     /// Topics that feed the graph from outside: `sources` if the config
@@ -240,13 +235,11 @@ impl<'a> Graph<'a> {
     /// `handler` or `field: value → handler, …` for a stage's box.
     fn handlers_of(&self, index: usize) -> String {
         let stage = &self.config.stages[index];
-        match (&stage.handler, &stage.route) {
-            (Some(handler), _) => handler.clone(),
-            (None, Some(route)) => {
+        match &stage.routing {
+            Routing::Single(handler) => handler.clone(),
+            Routing::ByField { field, to } => {
                 let by_handler: BTreeMap<&str, Vec<&str>> =
-                    route
-                        .to
-                        .iter()
+                    to.iter()
                         .fold(BTreeMap::new(), |mut map, (value, handler)| {
                             map.entry(handler.as_str())
                                 .or_default()
@@ -257,9 +250,8 @@ impl<'a> Graph<'a> {
                     .iter()
                     .map(|(handler, values)| format!("{} → {handler}", values.join("|")))
                     .collect();
-                format!("{}: {}", route.field, routes.join(", "))
+                format!("{field}: {}", routes.join(", "))
             }
-            (None, None) => String::new(),
         }
     }
 
@@ -382,11 +374,58 @@ struct NodeNames {
 mod tests {
     use super::*;
 
-    fn config(stages: &str, sources: &str) -> Config {
-        serde_yaml::from_str(&format!(
+    /// The pipeline of these stages and sources, unchecked (so that it may
+    /// hold a cycle).
+    fn config(stages: &str, sources: &str) -> Pipeline {
+        let file: crate::config::file::Config = serde_yaml::from_str(&format!(
             "kafka: {{brokers: b}}\nhandlers: {{h: {{path: h.wasm}}}}\n{sources}\nstages:\n{stages}"
         ))
-        .expect("test config parses")
+        .expect("test config parses");
+        let stages = file
+            .stages
+            .iter()
+            .map(|stage| crate::config::StagePlan {
+                name: stage.name.clone(),
+                input: stage.input.clone(),
+                output: stage.output.clone(),
+                dead_letter: stage.dead_letter.clone(),
+                branches: stage.branches.clone(),
+                allowed_topics: Default::default(),
+                parallelism: None,
+                group: stage.name.clone(),
+                routing: match &stage.route {
+                    Some(route) => Routing::ByField {
+                        field: route.field.clone(),
+                        to: route.to.clone(),
+                    },
+                    None => Routing::Single(stage.handler.clone().unwrap_or_default()),
+                },
+                retry: crate::config::RetryPolicy {
+                    max_attempts: std::num::NonZeroU32::MIN,
+                    initial_backoff: Default::default(),
+                    max_backoff: Default::default(),
+                },
+            })
+            .collect();
+        Pipeline {
+            kafka: crate::config::KafkaSettings {
+                brokers: crate::config::Brokers::Servers("b".into()),
+                properties: Default::default(),
+                topics: crate::config::TopicCreation {
+                    create: false,
+                    partitions: 1,
+                    replication_factor: None,
+                },
+                delivery: crate::config::Delivery::AtLeastOnce,
+            },
+            admin: crate::config::AdminSettings {
+                listen: None,
+                token: None,
+            },
+            handlers: Default::default(),
+            stages,
+            sources: file.sources,
+        }
     }
 
     fn stage(name: &str, input: &str, output: &str) -> String {

@@ -14,12 +14,11 @@
 //! a separate untimed pass (keeping them would weigh on the timed ones), so
 //! the two do the same work. Figures are printed; nothing is asserted about them.
 
-use crate::bindings::{MessageRef, Output};
-use crate::config::LoadedConfig;
-use crate::pipeline::{OutputRules, Record, output_records};
-use crate::registry::Registry;
-use crate::routing::RouteTable;
-use crate::sandbox::{HandlerComponent, HandlerFailure, Sandbox};
+use crate::config::{LoadedConfig, Routing};
+use crate::handlers::bindings::{MessageRef, Output};
+use crate::handlers::{HandlerComponent, HandlerFailure, Registry, Sandbox};
+use crate::kafka::DEFAULT_MAX_RECORD_BYTES;
+use crate::pipeline::outputs::{OutputRules, Record, output_records};
 use anyhow::Context as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -108,9 +107,9 @@ fn find_route<'a>(
     registry: &'a Registry,
     config: &LoadedConfig,
     operation: &str,
-) -> anyhow::Result<(&'a RouteTable, String)> {
+) -> anyhow::Result<(&'a Routing, String)> {
     let probe = request(operation, 1, 0);
-    for stage in &config.config.stages {
+    for stage in &config.pipeline.stages {
         if let Some(route) = registry.route(&stage.name)
             && let Ok(handler) = route.resolve(&probe)
         {
@@ -128,7 +127,7 @@ static BENCH_RULES: std::sync::LazyLock<OutputRules> = std::sync::LazyLock::new(
     default_topic: "bench-out".to_string(),
     branches: Default::default(),
     writable: ["bench-out".to_string()].into_iter().collect(),
-    max_record_bytes: crate::pipeline::DEFAULT_MAX_RECORD_BYTES,
+    max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
 });
 
 fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
@@ -144,7 +143,7 @@ fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
 }
 
 async fn wasm_reused(
-    route: &RouteTable,
+    route: &Routing,
     component: &Arc<HandlerComponent>,
     inputs: &[Vec<u8>],
 ) -> Result<Duration, HandlerFailure> {
@@ -187,7 +186,7 @@ async fn compare(
 }
 
 async fn wasm_fresh(
-    route: &RouteTable,
+    route: &Routing,
     component: &Arc<HandlerComponent>,
     inputs: &[Vec<u8>],
 ) -> Result<Duration, HandlerFailure> {
@@ -252,7 +251,7 @@ fn native_output(handler: NativeHandler, value: &[u8]) -> Output {
 
 /// [`native`], phase by phase.
 fn native_phases(
-    route: &RouteTable,
+    route: &Routing,
     component: &HandlerComponent,
     handler: NativeHandler,
     inputs: &[Vec<u8>],
@@ -273,7 +272,7 @@ fn native_phases(
 
 /// [`wasm_reused`], phase by phase.
 async fn wasm_phases(
-    route: &RouteTable,
+    route: &Routing,
     component: &Arc<HandlerComponent>,
     inputs: &[Vec<u8>],
 ) -> Result<Phases, HandlerFailure> {
@@ -293,7 +292,7 @@ async fn wasm_phases(
 }
 
 fn native(
-    route: &RouteTable,
+    route: &Routing,
     component: &HandlerComponent,
     handler: NativeHandler,
     inputs: &[Vec<u8>],
@@ -311,7 +310,7 @@ fn native(
 /// report.
 pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String> {
     let config = LoadedConfig::load(config_path)?;
-    let sandbox = Sandbox::new(crate::needs_fuel(&config))?;
+    let sandbox = Sandbox::for_pipeline(&config.pipeline)?;
     let registry = Registry::load(&config, &sandbox, None)?;
     let (route, handler) = find_route(&registry, &config, &options.operation)?;
     let component = registry

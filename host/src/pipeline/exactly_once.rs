@@ -19,12 +19,14 @@
 //! rebalance is covered by the consumer group metadata sent with the
 //! offsets: a commit from a member that lost its partitions is refused.
 
-use super::{Record, Stage};
-use crate::dead_letter::DeadLetter;
+use super::Stage;
+use super::delivery::{Backoff, delivery_error};
+use super::step::{Plan, WorkerHandlers};
+use crate::config::Transactions;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryFuture, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -38,6 +40,8 @@ pub const MAX_TRANSACTION_MESSAGES: usize = 20_000;
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at a commit that fails with a retriable error before aborting.
 const COMMIT_ATTEMPTS: u32 = 3;
+/// Pause between those attempts.
+const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// What the open transaction holds.
 #[derive(Default)]
@@ -96,25 +100,26 @@ fn is_retriable(err: &KafkaError) -> bool {
 
 impl Stage {
     /// [`Stage::run`] in exactly-once mode.
-    pub(super) async fn run_transactional(
+    pub(super) async fn run_exactly_once(
         self: Arc<Self>,
-        interval: Duration,
+        transactions: Transactions,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let stage = self.config.name.as_str();
+        let interval = transactions.commit_interval;
+        let stage = self.plan.name.as_str();
         let producer = self.producer.clone();
         tokio::task::block_in_place(|| producer.init_transactions(TRANSACTION_TIMEOUT))
             .with_context(|| format!("stage `{stage}`: initialising transactions"))?;
-        self.consumer.subscribe(&[&self.config.input])?;
+        self.consumer.subscribe(&[&self.plan.input])?;
         tracing::info!(
             stage,
-            input = %self.config.input,
-            output = %self.config.output,
-            dead_letter = %self.config.dead_letter,
+            input = %self.plan.input,
+            output = %self.plan.output,
+            dead_letter = %self.plan.dead_letter,
             commit_interval_ms = interval.as_millis() as u64,
             "stage consuming (exactly-once)"
         );
-        let mut handlers = super::WorkerHandlers::default();
+        let mut handlers = WorkerHandlers::default();
         let mut open: Option<OpenTransaction> = None;
         // Inputs whose output the broker refused for good in an aborted
         // transaction: dead-lettered when taken again.
@@ -146,8 +151,11 @@ impl Stage {
                     };
                     let position = (message.partition(), message.offset());
                     let records = match refused.remove(&position) {
-                        Some(reason) => vec![self.refused_letter(&message, reason)],
-                        None => self.plan(&message, &mut handlers).await.0,
+                        Some(reason) => vec![self.produce_failed(&message, &reason)],
+                        None => match self.plan(&message, &mut handlers).await {
+                            Plan::Outputs(records) => records,
+                            Plan::DeadLetter(letter) => vec![letter],
+                        },
                     };
                     for record in records {
                         match self.enqueue_owned(record).await {
@@ -173,17 +181,6 @@ impl Stage {
         Ok(())
     }
 
-    /// The dead letter of a message whose output the broker refused.
-    fn refused_letter(&self, message: &OwnedMessage, reason: String) -> Record {
-        let letter = DeadLetter {
-            kind: "produce-failed",
-            reason: format!("producing an output failed: {reason}"),
-            handler: None,
-        };
-        self.log_dead_letter(message, &letter);
-        self.dead_letter_record(message, &letter)
-    }
-
     /// Commits the transaction with its offsets; when that fails, aborts it
     /// and rewinds its partitions so its messages are taken again. Errors
     /// only when the producer can no longer be used.
@@ -192,13 +189,11 @@ impl Stage {
         transaction: OpenTransaction,
         refused: &mut HashMap<(i32, i64), String>,
     ) -> anyhow::Result<()> {
-        let stage = self.config.name.as_str();
+        let stage = self.plan.name.as_str();
         let mut failed = false;
         for ((partition, offset), delivery) in transaction.deliveries {
-            let err = match delivery.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((err, _))) => err,
-                Err(_) => KafkaError::Canceled,
+            let Some(err) = delivery_error(delivery.await) else {
+                continue;
             };
             failed = true;
             if err.rdkafka_error_code().is_some_and(refused_for_good) {
@@ -215,7 +210,7 @@ impl Stage {
             let mut offsets = TopicPartitionList::new();
             for (&partition, &offset) in &transaction.last {
                 offsets.add_partition_offset(
-                    &self.config.input,
+                    &self.plan.input,
                     partition,
                     Offset::Offset(offset + 1),
                 )?;
@@ -250,7 +245,7 @@ impl Stage {
             .with_context(|| format!("stage `{stage}`: aborting a transaction"))?;
         for (&partition, &offset) in &transaction.first {
             let rewound = self.consumer.seek(
-                &self.config.input,
+                &self.plan.input,
                 partition,
                 Offset::Offset(offset),
                 TRANSACTION_TIMEOUT,
@@ -288,14 +283,15 @@ impl Stage {
 }
 
 /// Runs a transaction call again while it fails with a retriable error, up
-/// to [`COMMIT_ATTEMPTS`] times.
+/// to [`COMMIT_ATTEMPTS`] times. Blocking: the transaction calls are.
 fn retrying(mut call: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+    let mut backoff = Backoff::new(COMMIT_RETRY_PAUSE, COMMIT_RETRY_PAUSE);
     let mut attempt = 1;
     loop {
         match call() {
             Err(err) if is_retriable(&err) && attempt < COMMIT_ATTEMPTS => {
                 attempt += 1;
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(backoff.next_wait());
             }
             outcome => return outcome,
         }

@@ -1,5 +1,17 @@
-//! The command line: clap definitions only; each command runs in
-//! [`crate::commands`].
+//! The command line: the clap definitions and [`dispatch`]; each command
+//! is a file of its own.
+
+mod bench;
+mod check;
+mod graph;
+mod new_plugin;
+mod plugin;
+mod run;
+mod send;
+mod tail;
+
+pub use bench::BenchOptions;
+pub use new_plugin::{Language, Scaffolded, find_kit, new_plugin};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -122,8 +134,8 @@ pub enum Command {
         /// The handler's name (a-z, 0-9, `-`, `_`).
         name: String,
         /// The language to write it in.
-        #[arg(long, value_enum, default_value_t = crate::scaffold::Language::Rust)]
-        lang: crate::scaffold::Language,
+        #[arg(long, value_enum, default_value_t = crate::cli::Language::Rust)]
+        lang: crate::cli::Language,
         /// Where to write it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -150,4 +162,86 @@ pub enum PluginCommand {
         /// The `.wasm` component.
         path: PathBuf,
     },
+}
+
+/// Runs one command.
+pub async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config, stages } => run::run(&config, &stages).await,
+        Command::Graph { config, format } => {
+            print!("{}", graph::graph(&config, format)?);
+            Ok(())
+        }
+        Command::Check { config } => {
+            // Guest calls run on a runtime of their own: keep them off the async context.
+            let plan = tokio::task::spawn_blocking(move || check::check(&config)).await??;
+            print!("{plan}");
+            Ok(())
+        }
+        Command::Send {
+            topic,
+            message,
+            key,
+            raw,
+            brokers,
+        } => send::send(&brokers, &topic, message, key, raw).await,
+        Command::Tail {
+            topic,
+            from_end,
+            count,
+            idle_timeout,
+            brokers,
+        } => {
+            let idle = idle_timeout.map(std::time::Duration::from_secs);
+            tokio::task::spawn_blocking(move || tail::tail(&brokers, &topic, from_end, count, idle))
+                .await?
+        }
+        Command::Bench {
+            config,
+            messages,
+            fresh_messages,
+            operation,
+            size,
+            wasm_only,
+        } => {
+            let options = BenchOptions {
+                messages: messages.max(1),
+                fresh_messages: fresh_messages.max(1),
+                operation,
+                size,
+                wasm_only,
+            };
+            // Runs its own single-threaded runtime, off the async context.
+            let report =
+                tokio::task::spawn_blocking(move || bench::run(&config, &options)).await??;
+            print!("{report}");
+            Ok(())
+        }
+        Command::NewPlugin {
+            name,
+            lang,
+            dir,
+            kit,
+        } => {
+            let kit = match kit {
+                Some(kit) => kit,
+                None => find_kit()?,
+            };
+            let dir = dir.unwrap_or_else(|| name.clone().into());
+            let made = new_plugin(&name, lang, &dir, &kit)?;
+            println!("wrote {}:", made.dir.display());
+            for file in &made.files {
+                println!("  {file}");
+            }
+            println!("next:\n{}", made.next_steps);
+            Ok(())
+        }
+        Command::Plugin {
+            command: PluginCommand::Inspect { path },
+        } => {
+            let report = tokio::task::spawn_blocking(move || plugin::inspect(&path)).await??;
+            print!("{report}");
+            Ok(())
+        }
+    }
 }

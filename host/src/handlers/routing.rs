@@ -1,24 +1,13 @@
-//! Chooses the handler for a message: the stage's only handler, or the one
-//! named by a field of the JSON message (`operation` by default).
+//! Chooses the handler for a message by the stage's [`Routing`]: its only
+//! handler, or the one named by a field of the JSON message (`operation` by
+//! default). A top-level field is found without parsing the rest of the
+//! document into values.
 
+use super::failure::ErrorKind;
+use crate::config::Routing;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fmt;
-
-/// How a stage picks handlers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteTable {
-    /// Every message goes to this handler, whatever its content.
-    Single(String),
-    /// The string value of a JSON field picks the handler.
-    ByField {
-        /// A top-level field name, or a JSON pointer starting with `/`.
-        field: String,
-        /// Field value → handler name.
-        to: BTreeMap<String, String>,
-    },
-}
 
 /// Why no handler could be chosen. Each case is a dead-letter kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,31 +24,22 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    /// The dead-letter kind, as written in the `stagehost-error-kind` header.
-    pub fn kind(&self) -> &'static str {
+    /// The dead-letter kind.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            RouteError::InvalidJson(_) => "invalid-json",
-            RouteError::MissingField(_) => "missing-route",
-            RouteError::UnknownValue(_) => "unknown-route",
+            RouteError::InvalidJson(_) => ErrorKind::InvalidJson,
+            RouteError::MissingField(_) => ErrorKind::MissingRoute,
+            RouteError::UnknownValue(_) => ErrorKind::UnknownRoute,
         }
     }
 }
 
-impl RouteTable {
-    /// The handler names this table can send to.
-    pub fn handlers(&self) -> impl Iterator<Item = &str> {
-        let (single, many) = match self {
-            RouteTable::Single(handler) => (Some(handler.as_str()), None),
-            RouteTable::ByField { to, .. } => (None, Some(to.values().map(String::as_str))),
-        };
-        single.into_iter().chain(many.into_iter().flatten())
-    }
-
+impl Routing {
     /// The handler for a message value.
     pub fn resolve(&self, value: &[u8]) -> Result<&str, RouteError> {
         let (field, to) = match self {
-            RouteTable::Single(handler) => return Ok(handler),
-            RouteTable::ByField { field, to } => (field, to),
+            Routing::Single(handler) => return Ok(handler),
+            Routing::ByField { field, to } => (field, to),
         };
         let found = if field.starts_with('/') {
             let document: Value = serde_json::from_slice(value)
@@ -173,8 +153,8 @@ impl<'de> Visitor<'de> for FieldProbe<'_> {
 mod tests {
     use super::*;
 
-    fn calculator() -> RouteTable {
-        RouteTable::ByField {
+    fn calculator() -> Routing {
+        Routing::ByField {
             field: "operation".into(),
             to: [("sum", "add"), ("sub", "subtract")]
                 .into_iter()
@@ -197,7 +177,7 @@ mod tests {
     #[test]
     fn names_every_failure() {
         let table = calculator();
-        let kind = |value: &[u8]| table.resolve(value).unwrap_err().kind();
+        let kind = |value: &[u8]| table.resolve(value).unwrap_err().kind().as_str();
         assert_eq!(kind(b"not json"), "invalid-json");
         assert_eq!(kind(b"{\"operation\": \"sum\""), "invalid-json");
         assert_eq!(kind(b"{\"operation\": \"sum\"} trailing"), "invalid-json");
@@ -226,9 +206,9 @@ mod tests {
                 .resolve(br#"{"operation": "sum", "operation": 5}"#)
                 .unwrap_err()
                 .kind(),
-            "unknown-route"
+            ErrorKind::UnknownRoute
         );
-        let pointer = RouteTable::ByField {
+        let pointer = Routing::ByField {
             field: "/operation".into(),
             to: [("sum".to_string(), "add".to_string())]
                 .into_iter()
@@ -242,20 +222,20 @@ mod tests {
 
     #[test]
     fn follows_json_pointers() {
-        let table = RouteTable::ByField {
+        let table = Routing::ByField {
             field: "/meta/op".into(),
             to: [("a".to_string(), "add".to_string())].into_iter().collect(),
         };
         assert_eq!(table.resolve(br#"{"meta": {"op": "a"}}"#), Ok("add"));
         assert_eq!(
             table.resolve(br#"{"meta": {}}"#).unwrap_err().kind(),
-            "missing-route"
+            ErrorKind::MissingRoute
         );
     }
 
     #[test]
     fn single_handler_ignores_content() {
-        let table = RouteTable::Single("add".into());
+        let table = Routing::Single("add".into());
         assert_eq!(table.resolve(b"anything at all"), Ok("add"));
     }
 }

@@ -16,10 +16,11 @@ mod guest_output;
 
 pub use guest_output::{LogBudget, LogBudgets};
 
-use crate::bindings::{
+use super::bindings::{
     self, HandlerError, Level, Message, MessageRef, Output, StageHandler, StageHandlerPre,
 };
-use crate::config::Limits;
+use super::failure::HandlerFailure;
+use crate::config::{Limits, Pipeline};
 use guest_output::{GuestOutput, Stream};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -64,55 +65,6 @@ pub enum LoadError {
         /// The handler's reason.
         reason: String,
     },
-}
-
-/// Why a message could not be handled. Each case is a dead-letter kind.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HandlerFailure {
-    /// The handler said the input is bad.
-    #[error("{0}")]
-    InvalidInput(String),
-    /// The handler reported a temporary failure.
-    #[error("{0}")]
-    Transient(String),
-    /// The guest trapped (a panic, an unreachable, a bad memory access).
-    #[error("{0}")]
-    Trap(String),
-    /// The call ran past its time limit.
-    #[error("handler ran longer than its {0} ms limit")]
-    Timeout(u64),
-    /// The guest tried to grow its memory past its limit.
-    #[error("handler exceeded its {0} MiB memory limit")]
-    MemoryLimit(u64),
-    /// The call used up its fuel.
-    #[error("handler used up its fuel ({0})")]
-    FuelExhausted(u64),
-    /// A fresh instance could not be created.
-    #[error("could not instantiate the handler: {0}")]
-    Instantiate(String),
-}
-
-impl HandlerFailure {
-    /// The dead-letter kind, as written in the `stagehost-error-kind` header.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            HandlerFailure::InvalidInput(_) => "invalid-input",
-            HandlerFailure::Transient(_) => "transient",
-            HandlerFailure::Trap(_) => "trap",
-            HandlerFailure::Timeout(_) => "timeout",
-            HandlerFailure::MemoryLimit(_) => "memory-limit",
-            HandlerFailure::FuelExhausted(_) => "fuel-exhausted",
-            HandlerFailure::Instantiate(_) => "instantiate-failed",
-        }
-    }
-
-    /// Whether the instance must be discarded after this failure.
-    pub fn poisons_instance(&self) -> bool {
-        !matches!(
-            self,
-            HandlerFailure::InvalidInput(_) | HandlerFailure::Transient(_)
-        )
-    }
 }
 
 /// The on-disk cache of compiled components: a component compiled once
@@ -167,9 +119,11 @@ impl Sandbox {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
-        // Compile on one thread: a hot swap compiles while messages flow, and
-        // on a small machine parallel compilation would take every core from them.
-        config.parallel_compilation(false);
+        // Each component compiles on one thread (wasmtime's parallel
+        // compilation is not built in): a hot swap compiles while messages
+        // flow, and on a small machine parallel compilation would take every
+        // core from them. At start, handlers compile side by side instead
+        // (see `Registry::load`).
         // Handlers export plain (not component-model-async) functions: without
         // the concurrent machinery, each call is a plain fiber switch
         // (measured with `host bench`: see BENCHMARKS.md).
@@ -215,9 +169,15 @@ impl Sandbox {
         }))
     }
 
-    /// Whether fuel metering is on.
-    pub fn fuel_enabled(&self) -> bool {
-        self.fuel_enabled
+    /// The engine for a pipeline: fuel metering on when any handler asks
+    /// for it.
+    pub fn for_pipeline(pipeline: &Pipeline) -> anyhow::Result<Arc<Self>> {
+        Self::new(
+            pipeline
+                .handlers
+                .values()
+                .any(|handler| handler.limits.fuel.is_some()),
+        )
     }
 
     /// Every handler's guest-output budget.

@@ -8,10 +8,12 @@
 //! taken after the store sees the new one. A rejected candidate leaves the
 //! old version serving and is logged once.
 
-use crate::admin::{self, HandlerControl, HandlerInfo};
-use crate::config::LoadedConfig;
-use crate::registry::{Registry, SharedRegistry, handler_spec, validate};
-use crate::sandbox::{HandlerComponent, Sandbox, version_of};
+pub use super::handlers::SwapError;
+use super::handlers::{HandlerControl, HandlerInfo, rfc3339};
+use crate::config::{ConfigError, LoadedConfig};
+use crate::handlers::{
+    HandlerComponent, Registry, Sandbox, SharedRegistry, handler_spec, validate, version_of,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,23 +27,20 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// file still being written is not taken.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// Why a swap did not happen. The admin API answers 404, 422 and 409.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SwapError {
-    /// No handler of that name is configured.
-    #[error("unknown handler `{0}`")]
-    UnknownHandler(String),
-    /// The candidate failed validation; the old version keeps serving.
-    #[error("{0}")]
-    Rejected(String),
-    /// There is no earlier version to go back to.
-    #[error("handler `{0}` has no previous version to roll back to")]
-    NoPrevious(String),
-}
-
 /// Told of every swap: the handler, and the version that now serves or why
 /// the candidate was rejected.
-pub type OnSwap = dyn Fn(&str, Result<&HandlerComponent, &str>) + Send + Sync;
+pub type OnSwap = dyn Fn(&str, SwapEvent<'_>) + Send + Sync;
+
+/// What happened to a handler's version.
+#[derive(Clone, Copy)]
+pub enum SwapEvent<'a> {
+    /// This version now serves.
+    Serving(&'a HandlerComponent),
+    /// A candidate was rejected, for this reason; the old version serves.
+    Rejected(&'a str),
+    /// The handler is gone from the config.
+    Removed,
+}
 
 /// Swaps handler versions in the shared registry.
 pub struct Reloader {
@@ -68,7 +67,7 @@ impl Reloader {
         sandbox: Arc<Sandbox>,
         registry: SharedRegistry,
         config: LoadedConfig,
-        on_swap: impl Fn(&str, Result<&HandlerComponent, &str>) + Send + Sync + 'static,
+        on_swap: impl Fn(&str, SwapEvent<'_>) + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             sandbox,
@@ -105,8 +104,8 @@ impl Reloader {
         source: String,
     ) -> Result<Arc<HandlerComponent>, SwapError> {
         let config = self.config();
-        let handler_config = config
-            .config
+        let plan = config
+            .pipeline
             .handlers
             .get(handler)
             .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
@@ -118,10 +117,10 @@ impl Reloader {
         {
             return Ok(current.clone());
         }
-        let spec = handler_spec(handler, handler_config, source);
-        let candidate = validate(&self.sandbox, spec, bytes, &handler_config.self_test).map_err(|reason| {
+        let spec = handler_spec(plan, source);
+        let candidate = validate(&self.sandbox, spec, bytes, &plan.self_test).map_err(|reason| {
             tracing::warn!(handler, cause = %reason, "new version rejected; the running version keeps serving");
-            (self.on_swap)(handler, Err(&reason));
+            (self.on_swap)(handler, SwapEvent::Rejected(&reason));
             SwapError::Rejected(reason)
         })?;
         self.install(candidate.clone(), current);
@@ -158,13 +157,13 @@ impl Reloader {
             source = component.source(),
             "handler swapped"
         );
-        (self.on_swap)(component.name(), Ok(&component));
+        (self.on_swap)(component.name(), SwapEvent::Serving(&component));
     }
 
     /// Re-reads the config file: handlers are added, removed or replaced
     /// (unchanged ones keep their compiled version) and routes re-built.
     /// On any error the running config stays in force.
-    pub fn reload_config(&self) -> Result<LoadedConfig, crate::config::ConfigError> {
+    pub fn reload_config(&self) -> Result<LoadedConfig, ConfigError> {
         let (path, selected) = {
             let config = lock(&self.config);
             (config.path.clone(), config.selected.clone())
@@ -187,8 +186,15 @@ impl Reloader {
                         to = component.version(),
                         "handler loaded from the re-read config"
                     );
-                    (self.on_swap)(name, Ok(component));
+                    (self.on_swap)(name, SwapEvent::Serving(component));
                 }
+            }
+        }
+        for (name, _) in current.handlers() {
+            if next.handler(name).is_none() {
+                previous.remove(name);
+                tracing::info!(handler = name, "handler removed by the re-read config");
+                (self.on_swap)(name, SwapEvent::Removed);
             }
         }
         drop(previous);
@@ -202,11 +208,11 @@ impl Reloader {
     fn watched_files(&self) -> Vec<(String, PathBuf)> {
         let config = lock(&self.config);
         config
-            .config
+            .pipeline
             .handlers
-            .iter()
-            .filter(|(_, handler)| handler.watch)
-            .map(|(name, handler)| (name.clone(), config.plugin_path(handler)))
+            .values()
+            .filter(|plan| plan.watch)
+            .map(|plan| (plan.name.clone(), plan.path.clone()))
             .collect()
     }
 
@@ -281,7 +287,7 @@ impl Reloader {
             name: component.name().to_string(),
             version: component.version().to_string(),
             source: component.source().to_string(),
-            loaded_at: admin::rfc3339(component.loaded_at()),
+            loaded_at: rfc3339(component.loaded_at()),
             size: component.size(),
             previous_version: self
                 .previous(component.name())

@@ -8,8 +8,8 @@
 //! characters are escaped (a guest cannot forge a host log line), and what
 //! was dropped is summarised in one line per [`SUMMARY_INTERVAL`].
 
-use crate::bindings::Level;
 use crate::config::LogLimits;
+use crate::handlers::bindings::Level;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

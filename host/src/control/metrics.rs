@@ -1,31 +1,19 @@
-//! Prometheus metrics: what the stages consumed, produced and dead-lettered,
-//! how the handlers behaved, and which handler versions are loaded.
+//! Prometheus metrics: the host's registry and what the control layer
+//! records itself (which handler versions serve, swaps, dropped guest
+//! output), and the families the message path records into through a
+//! [`StageMetrics`] handle per stage (see [`crate::pipeline::metrics`]).
 //!
 //! Each [`Metrics`] value has its own registry (never the process-global
-//! one), so tests can create as many as they like. The message path records
-//! through a [`StageMetrics`] handle created once per stage: it resolves each
-//! label set the first time it is used and keeps the series handle, so
-//! recording a message is an atomic add behind a read lock, with no
-//! allocation.
-//!
-//! Consumer lag comes from librdkafka's own statistics: a stage's consumer
-//! created with a [`LagContext`] (and `statistics.interval.ms` set) reports
-//! it without any work on the message path.
+//! one), so tests can create as many as they like. Consumer lag comes from
+//! librdkafka's own statistics, without any work on the message path.
 
-use crate::kafka::BrokerTrouble;
-use crate::sandbox::LogBudgets;
+use crate::handlers::sandbox::LogBudgets;
+use crate::pipeline::metrics::{MetricFamilies, StageMetrics};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use rdkafka::ClientContext;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use serde::Deserialize;
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Upper bounds of the handler duration histogram, in seconds: 1 µs to 1 s.
 pub const DURATION_BUCKETS: [f64; 13] = [
@@ -35,7 +23,10 @@ pub const DURATION_BUCKETS: [f64; 13] = [
 /// Every metric of one host, in a registry of its own.
 pub struct Metrics {
     registry: Registry,
-    families: Families,
+    stages: MetricFamilies,
+    handler_info: IntGaugeVec,
+    handler_swaps: IntCounterVec,
+    log_dropped: IntCounterVec,
     /// The version currently exported per handler, so a swap can remove the
     /// previous version's info series.
     versions: Mutex<HashMap<String, String>>,
@@ -43,26 +34,11 @@ pub struct Metrics {
     log_budgets: Mutex<Option<Arc<LogBudgets>>>,
 }
 
-/// The labelled metric families shared by [`Metrics`] and every
-/// [`StageMetrics`] (each is a cheap handle onto the registered family).
-#[derive(Clone)]
-struct Families {
-    messages_in: IntCounterVec,
-    messages_out: IntCounterVec,
-    dead_letters: IntCounterVec,
-    handler_errors: IntCounterVec,
-    handler_duration: HistogramVec,
-    consumer_lag: IntGaugeVec,
-    handler_info: IntGaugeVec,
-    handler_swaps: IntCounterVec,
-    log_dropped: IntCounterVec,
-}
-
 impl Metrics {
     /// A fresh set of metrics with nothing recorded yet.
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
-        let families = Families {
+        let stages = MetricFamilies {
             messages_in: counter_vec(
                 &registry,
                 "stagehost_messages_in_total",
@@ -104,28 +80,31 @@ impl Metrics {
                 "Messages in an input partition the stage has not finished (high watermark minus the stored offset).",
                 &["stage", "partition"],
             ),
-            handler_info: gauge_vec(
-                &registry,
-                "stagehost_handler_info",
-                "The handler version currently serving (always 1).",
-                &["handler", "version"],
-            ),
-            handler_swaps: counter_vec(
-                &registry,
-                "stagehost_handler_swaps_total",
-                "Attempts to replace a handler's version, by outcome (applied or rejected).",
-                &["handler", "outcome"],
-            ),
-            log_dropped: counter_vec(
-                &registry,
-                "stagehost_handler_log_dropped_total",
-                "Guest output lines (stdout, stderr, log) dropped over the handler's log budget.",
-                &["handler"],
-            ),
         };
+        let handler_info = gauge_vec(
+            &registry,
+            "stagehost_handler_info",
+            "The handler version currently serving (always 1).",
+            &["handler", "version"],
+        );
+        let handler_swaps = counter_vec(
+            &registry,
+            "stagehost_handler_swaps_total",
+            "Attempts to replace a handler's version, by outcome (applied or rejected).",
+            &["handler", "outcome"],
+        );
+        let log_dropped = counter_vec(
+            &registry,
+            "stagehost_handler_log_dropped_total",
+            "Guest output lines (stdout, stderr, log) dropped over the handler's log budget.",
+            &["handler"],
+        );
         Arc::new(Self {
             registry,
-            families,
+            stages,
+            handler_info,
+            handler_swaps,
+            log_dropped,
             versions: Mutex::new(HashMap::new()),
             log_budgets: Mutex::new(None),
         })
@@ -134,18 +113,7 @@ impl Metrics {
     /// The recording handle for one stage. Create it once per stage and
     /// clone it freely: clones share their cached series.
     pub fn stage(&self, stage: &str) -> StageMetrics {
-        let families = self.families.clone();
-        let messages_in = families.messages_in.with_label_values(&[stage]);
-        StageMetrics {
-            inner: Arc::new(StageInner {
-                stage: stage.to_string(),
-                messages_in,
-                families,
-                handlers: RwLock::default(),
-                dead_letters: RwLock::default(),
-                lag: RwLock::default(),
-            }),
-        }
+        StageMetrics::new(&self.stages, stage)
     }
 
     /// Records that `version` of `handler` now serves:
@@ -153,7 +121,7 @@ impl Metrics {
     /// version it replaced is removed.
     pub fn set_handler_version(&self, handler: &str, version: &str) {
         let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
-        let info = &self.families.handler_info;
+        let info = &self.handler_info;
         match versions.get_mut(handler) {
             Some(current) if current == version => {}
             Some(current) => {
@@ -172,7 +140,6 @@ impl Metrics {
         let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(version) = versions.remove(handler) {
             let _ = self
-                .families
                 .handler_info
                 .remove_label_values(&[handler, version.as_str()]);
         }
@@ -181,8 +148,7 @@ impl Metrics {
     /// Counts an attempt to swap a handler's version; `outcome` is
     /// `applied` or `rejected`.
     pub fn handler_swapped(&self, handler: &str, outcome: &str) {
-        self.families
-            .handler_swaps
+        self.handler_swaps
             .with_label_values(&[handler, outcome])
             .inc();
     }
@@ -207,10 +173,7 @@ impl Metrics {
             if dropped == 0 {
                 continue;
             }
-            let counter = self
-                .families
-                .log_dropped
-                .with_label_values(&[budget.handler()]);
+            let counter = self.log_dropped.with_label_values(&[budget.handler()]);
             counter.inc_by(dropped.saturating_sub(counter.get()));
         }
     }
@@ -224,281 +187,6 @@ impl Metrics {
         }
         text
     }
-}
-
-/// A stage's recording handle; see [`Metrics::stage`].
-#[derive(Clone)]
-pub struct StageMetrics {
-    inner: Arc<StageInner>,
-}
-
-struct StageInner {
-    stage: String,
-    messages_in: IntCounter,
-    families: Families,
-    handlers: RwLock<HashMap<String, Arc<HandlerSeries>>>,
-    dead_letters: RwLock<HashMap<String, IntCounter>>,
-    lag: RwLock<HashMap<i32, IntGauge>>,
-}
-
-/// One handler's series in one stage; see [`StageMetrics::handler_metrics`].
-#[derive(Clone)]
-pub struct HandlerMetrics(Arc<HandlerSeries>);
-
-impl HandlerMetrics {
-    /// Counts the outputs one handler call returned
-    /// (`stagehost_messages_out_total`).
-    pub fn outputs(&self, count: u64) {
-        self.0.outputs.inc_by(count);
-    }
-
-    /// Records the wall time of one handler call
-    /// (`stagehost_handler_duration_seconds`).
-    pub fn call_took(&self, seconds: f64) {
-        self.0.duration.observe(seconds);
-    }
-}
-
-/// The series of one handler in one stage.
-struct HandlerSeries {
-    outputs: IntCounter,
-    duration: Histogram,
-    errors: RwLock<HashMap<String, IntCounter>>,
-}
-
-impl StageMetrics {
-    /// The stage's name.
-    pub fn name(&self) -> &str {
-        &self.inner.stage
-    }
-
-    /// Counts one consumed message (`stagehost_messages_in_total`).
-    pub fn message_in(&self) {
-        self.inner.messages_in.inc();
-    }
-
-    /// The recording handle of one handler's series in this stage; a
-    /// partition worker keeps it, so the hot path looks nothing up.
-    pub fn handler_metrics(&self, handler: &str) -> HandlerMetrics {
-        HandlerMetrics(self.handler(handler))
-    }
-
-    /// Counts one dead-lettered message (`stagehost_dead_letters_total`).
-    pub fn dead_lettered(&self, kind: &str) {
-        let inner = &*self.inner;
-        cached(&inner.dead_letters, kind, || {
-            inner
-                .families
-                .dead_letters
-                .with_label_values(&[inner.stage.as_str(), kind])
-        })
-        .inc();
-    }
-
-    /// Counts one failed handler call (`stagehost_handler_errors_total`);
-    /// `kind` is a [`HandlerFailure`](crate::sandbox::HandlerFailure) kind.
-    pub fn handler_error(&self, handler: &str, kind: &str) {
-        let series = self.handler(handler);
-        cached(&series.errors, kind, || {
-            self.inner.families.handler_errors.with_label_values(&[
-                self.inner.stage.as_str(),
-                handler,
-                kind,
-            ])
-        })
-        .inc();
-    }
-
-    /// Sets how far the stage is behind on one input partition
-    /// (`stagehost_consumer_lag`).
-    pub fn set_lag(&self, partition: i32, lag: i64) {
-        let inner = &*self.inner;
-        cached(&inner.lag, &partition, || {
-            inner
-                .families
-                .consumer_lag
-                .with_label_values(&[inner.stage.as_str(), partition.to_string().as_str()])
-        })
-        .set(lag);
-    }
-
-    /// Removes a partition's lag series, e.g. when the partition is revoked.
-    pub fn clear_lag(&self, partition: i32) {
-        let inner = &*self.inner;
-        let removed = inner
-            .lag
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&partition);
-        if removed.is_some() {
-            let _ = inner
-                .families
-                .consumer_lag
-                .remove_label_values(&[inner.stage.as_str(), partition.to_string().as_str()]);
-        }
-    }
-
-    /// Sets the lag of every partition of `topic` from a librdkafka
-    /// statistics document: `consumer_lag_stored` (the high watermark minus
-    /// the stored offset), else `consumer_lag` (minus the committed offset).
-    /// A partition this consumer does not fetch, or whose lag is unknown,
-    /// loses its series.
-    pub fn record_statistics(&self, topic: &str, statistics: &[u8]) {
-        let stats: Statistics = match serde_json::from_slice(statistics) {
-            Ok(stats) => stats,
-            Err(err) => {
-                tracing::debug!(stage = %self.inner.stage, cause = %err, "unreadable librdkafka statistics");
-                return;
-            }
-        };
-        let Some(topic) = stats.topics.get(topic) else {
-            return;
-        };
-        for (partition, stats) in &topic.partitions {
-            // librdkafka lists the unassigned-messages queue as partition -1.
-            let Some(partition) = partition.parse::<i32>().ok().filter(|p| *p >= 0) else {
-                continue;
-            };
-            let fetching = !matches!(
-                stats.fetch_state.as_deref(),
-                Some("none" | "stopping" | "stopped")
-            );
-            let lag = if stats.consumer_lag_stored >= 0 {
-                stats.consumer_lag_stored
-            } else {
-                stats.consumer_lag
-            };
-            if fetching && lag >= 0 {
-                self.set_lag(partition, lag);
-            } else {
-                self.clear_lag(partition);
-            }
-        }
-    }
-
-    fn handler(&self, handler: &str) -> Arc<HandlerSeries> {
-        let inner = &*self.inner;
-        cached(&inner.handlers, handler, || {
-            let labels = [inner.stage.as_str(), handler];
-            Arc::new(HandlerSeries {
-                outputs: inner.families.messages_out.with_label_values(&labels),
-                duration: inner.families.handler_duration.with_label_values(&labels),
-                errors: RwLock::default(),
-            })
-        })
-    }
-}
-
-/// The parts of librdkafka's statistics JSON that lag needs.
-#[derive(Deserialize)]
-struct Statistics {
-    #[serde(default)]
-    topics: HashMap<String, TopicStatistics>,
-}
-
-#[derive(Deserialize)]
-struct TopicStatistics {
-    #[serde(default)]
-    partitions: HashMap<String, PartitionStatistics>,
-}
-
-#[derive(Deserialize)]
-struct PartitionStatistics {
-    #[serde(default)]
-    fetch_state: Option<String>,
-    #[serde(default = "unknown")]
-    consumer_lag: i64,
-    #[serde(default = "unknown")]
-    consumer_lag_stored: i64,
-}
-
-fn unknown() -> i64 {
-    -1
-}
-
-/// The context of a stage's consumer: turns librdkafka's periodic
-/// statistics into `stagehost_consumer_lag` for the stage's input topic.
-/// Statistics are only emitted when the consumer's
-/// `statistics.interval.ms` is set (see [`STATISTICS_INTERVAL_MS`]).
-pub struct LagContext {
-    stage: StageMetrics,
-    topic: String,
-    trouble: Arc<BrokerTrouble>,
-}
-
-/// A `statistics.interval.ms` for stage consumers: how often lag updates.
-pub const STATISTICS_INTERVAL_MS: &str = "5000";
-
-impl LagContext {
-    /// Reports the lag on `topic` (the stage's input) into `stage`, and
-    /// librdkafka's complaints into `trouble`.
-    pub fn new(stage: StageMetrics, topic: &str, trouble: Arc<BrokerTrouble>) -> Self {
-        Self {
-            stage,
-            topic: topic.to_string(),
-            trouble,
-        }
-    }
-
-    /// The stage's recording handle.
-    pub fn stage(&self) -> &StageMetrics {
-        &self.stage
-    }
-}
-
-impl ClientContext for LagContext {
-    fn stats_raw(&self, statistics: &[u8]) {
-        self.stage.record_statistics(&self.topic, statistics);
-    }
-
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        self.trouble.log(level, facility, message);
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.trouble.error(&error, reason);
-    }
-}
-
-/// Logs each assignment and revocation, so that with several hosts in a
-/// group each log says which partitions it holds.
-impl ConsumerContext for LagContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = |list: &TopicPartitionList| {
-            let mut numbers: Vec<i32> = list.elements().iter().map(|p| p.partition()).collect();
-            numbers.sort_unstable();
-            format!("{numbers:?}")
-        };
-        let stage = self.stage.name();
-        match rebalance {
-            Rebalance::Assign(list) => {
-                tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions assigned");
-            }
-            Rebalance::Revoke(list) => {
-                tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions revoked");
-            }
-            Rebalance::Error(err) => {
-                tracing::warn!(stage, topic = %self.topic, cause = %err, "rebalance failed");
-            }
-        }
-    }
-}
-
-/// The value cached under `key`, created by `make` on first use.
-fn cached<K, Q, V>(map: &RwLock<HashMap<K, V>>, key: &Q, make: impl FnOnce() -> V) -> V
-where
-    K: Borrow<Q> + Hash + Eq,
-    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
-    V: Clone,
-{
-    if let Some(value) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
-        return value.clone();
-    }
-    map.write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(key.to_owned())
-        .or_insert_with(make)
-        .clone()
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(
@@ -523,6 +211,7 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handlers::ErrorKind;
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().collect()
@@ -542,10 +231,10 @@ mod tests {
         stage.handler_metrics("add").outputs(3);
         stage.clone().handler_metrics("add").outputs(1);
         stage.handler_metrics("subtract").outputs(0);
-        stage.dead_lettered("trap");
-        stage.handler_error("add", "trap");
-        stage.handler_error("add", "transient");
-        stage.handler_error("add", "transient");
+        stage.dead_lettered(ErrorKind::Trap);
+        stage.handler_error("add", ErrorKind::Trap);
+        stage.handler_error("add", ErrorKind::Transient);
+        stage.handler_error("add", ErrorKind::Transient);
         stage.set_lag(0, 42);
         stage.set_lag(0, 7);
         stage.set_lag(1, 0);
@@ -668,9 +357,8 @@ mod tests {
                 }}
             }
         }"#;
-        let context = LagContext::new(stage.clone(), "calc.in", Arc::default());
-        context.stats_raw(statistics);
-        context.stats_raw(b"not json");
+        stage.record_statistics("calc.in", statistics);
+        stage.record_statistics("calc.in", b"not json");
         let text = metrics.encode();
         let lag: Vec<&str> = lines(&text)
             .into_iter()

@@ -17,8 +17,9 @@
 //! [`HandlerControl`], which also sees swaps from other sources (a watched
 //! file, a config re-read).
 
-use crate::metrics::Metrics;
-use crate::reload::SwapError;
+pub use super::handlers::rfc3339;
+use super::handlers::{HandlerControl, HandlerInfo, SwapError};
+use super::metrics::Metrics;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -30,54 +31,12 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// The largest component `PUT /handlers/{name}` accepts, in bytes.
 pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
 
 /// The content type of `GET /metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
-
-/// What the admin server needs from the host to manage handlers.
-///
-/// Implemented by the host's reloader. Uploads and rollbacks run on tokio's
-/// blocking pool, so they may compile; the other methods are called on the
-/// async runtime and must return quickly. The implementation records its
-/// swaps ([`Metrics::handler_swapped`], [`Metrics::set_handler_version`]);
-/// the server does not.
-pub trait HandlerControl: Send + Sync + 'static {
-    /// Every handler's current version.
-    fn handlers(&self) -> Vec<HandlerInfo>;
-    /// Validates the component off the hot path and swaps it in; Err =
-    /// rejected, old version keeps serving.
-    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError>;
-    /// Brings back the version the current one replaced.
-    fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError>;
-    /// Whether the host is healthy (all stages running).
-    fn healthy(&self) -> bool;
-}
-
-/// One handler's current version, as the handler API shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct HandlerInfo {
-    /// Handler name from the config.
-    pub name: String,
-    /// Content hash of the component.
-    pub version: String,
-    /// Where the component came from (a file path, or an upload).
-    pub source: String,
-    /// When this version was loaded, RFC 3339 UTC (see [`rfc3339`]).
-    pub loaded_at: String,
-    /// Size of the component in bytes.
-    pub size: usize,
-    /// The version this one replaced, if any.
-    pub previous_version: Option<String>,
-}
-
-/// `t` in RFC 3339, UTC, to the second: `2024-05-01T12:00:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
 
 /// Serves the admin API on `listener` until `shutdown` completes, then
 /// finishes the requests in progress and returns.

@@ -1,0 +1,210 @@
+//! Reading a config file: bytes to text, text to the typed file, secrets
+//! put in place, then checked and resolved into a [`Pipeline`]. Every error
+//! names the file, the line and the field.
+
+use super::error::{ConfigError, Located};
+use super::file::Config;
+use super::locate::FieldPath;
+use super::pipeline::{Pipeline, StagePlan};
+use super::secrets::{self, References};
+use super::validate;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// A checked config, resolved, with its text kept for locating fields.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The file's text.
+    pub source: String,
+    /// What it describes.
+    pub pipeline: Pipeline,
+    /// The stages this host runs (`host run --stage`); `None` runs them all.
+    pub selected: Option<BTreeSet<String>>,
+    /// The fields whose value came from `${NAME}` or `file:PATH`, with the
+    /// reference: shown instead of the value.
+    pub references: References,
+}
+
+impl LoadedConfig {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let error = |position, message| ConfigError {
+            file: path.to_path_buf(),
+            position,
+            field: String::new(),
+            message,
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|err| error(None, format!("cannot read the file: {err}")))?;
+        let source = String::from_utf8(bytes).map_err(|err| {
+            let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            error(
+                Some((line, column)),
+                "the file is not UTF-8 text (an invalid byte here)".to_string(),
+            )
+        })?;
+        Self::from_source(path, source)
+    }
+
+    /// Parses and checks config text; `path` names it in errors and anchors
+    /// relative plugin paths.
+    pub fn from_source(path: &Path, source: String) -> Result<Self, ConfigError> {
+        let yaml_error = |err: serde_yaml::Error| {
+            let position = err.location().map(|at| (at.line(), at.column()));
+            let text = without_positions(&err.to_string());
+            let (field, message) = split_serde_path(&text);
+            ConfigError {
+                file: path.to_path_buf(),
+                position,
+                field,
+                message,
+            }
+        };
+        let at = Located {
+            path,
+            source: &source,
+        };
+        // Typed from the text first, for errors that point into it.
+        let mut config: Config = serde_yaml::from_str(&source).map_err(yaml_error)?;
+        let mut raw: serde_yaml::Value = serde_yaml::from_str(&source).map_err(yaml_error)?;
+        let mut references = References::new();
+        let base = path.parent().unwrap_or(Path::new("."));
+        secrets::resolve(&mut raw, base, &FieldPath::default(), &mut references)
+            .map_err(|(field, message)| at.error(&field, message))?;
+        if !references.is_empty() {
+            // Only strings changed, into strings: this typing succeeds as the first did.
+            config = serde_yaml::from_value(raw).map_err(yaml_error)?;
+        }
+        let pipeline = validate::resolve(&config, at)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            source,
+            pipeline,
+            selected: None,
+            references,
+        })
+    }
+
+    /// Limits the stages this host runs to `names`; none given runs all.
+    /// The rest of the graph is still checked, and runs elsewhere.
+    pub fn select_stages(mut self, names: &[String]) -> Result<Self, ConfigError> {
+        if names.is_empty() {
+            self.selected = None;
+            return Ok(self);
+        }
+        let known: BTreeSet<&str> = self
+            .pipeline
+            .stages
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        if let Some(unknown) = names.iter().find(|name| !known.contains(name.as_str())) {
+            let known = known.into_iter().collect::<Vec<_>>().join(", ");
+            return Err(ConfigError {
+                file: self.path.clone(),
+                position: None,
+                field: "stages".into(),
+                message: format!("`--stage {unknown}`: no such stage (stages: {known})"),
+            });
+        }
+        self.selected = Some(names.iter().cloned().collect());
+        Ok(self)
+    }
+
+    /// Whether this host runs `stage`.
+    pub fn runs(&self, stage: &str) -> bool {
+        self.selected
+            .as_ref()
+            .is_none_or(|selected| selected.contains(stage))
+    }
+
+    /// The stages this host runs: all, or the selected ones.
+    pub fn running_stages(&self) -> impl Iterator<Item = &StagePlan> {
+        self.pipeline
+            .stages
+            .iter()
+            .filter(|stage| self.runs(&stage.name))
+    }
+
+    /// An error about `field`, located in the source.
+    pub fn error(&self, field: &FieldPath, message: impl Into<String>) -> ConfigError {
+        Located {
+            path: &self.path,
+            source: &self.source,
+        }
+        .error(field, message)
+    }
+}
+
+/// Removes serde_yaml's " at line L column C" phrases: the error's
+/// position already says where.
+fn without_positions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" at line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " at line ".len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let tail = &after[digits..];
+        match tail.strip_prefix(" column ") {
+            Some(column) if digits > 0 => {
+                rest = column.trim_start_matches(|c: char| c.is_ascii_digit());
+            }
+            _ => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Splits serde_yaml's `path.to.field: message` into its two parts.
+fn split_serde_path(text: &str) -> (String, String) {
+    match text.split_once(": ") {
+        Some((path, rest))
+            if !path.contains(' ')
+                && path
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "._-[]".contains(c)) =>
+        {
+            (path.to_string(), rest.to_string())
+        }
+        _ => (String::new(), text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_serde_paths_from_messages() {
+        assert_eq!(
+            split_serde_path("stages[0]: missing field `input`"),
+            ("stages[0]".to_string(), "missing field `input`".to_string())
+        );
+        assert_eq!(
+            split_serde_path("missing field `kafka`"),
+            (String::new(), "missing field `kafka`".to_string())
+        );
+    }
+
+    #[test]
+    fn drops_serde_positions() {
+        assert_eq!(
+            without_positions("did not find expected key at line 6 column 4, while parsing"),
+            "did not find expected key, while parsing"
+        );
+        assert_eq!(without_positions("x at line y"), "x at line y");
+    }
+}

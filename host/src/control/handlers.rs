@@ -1,0 +1,60 @@
+//! What the admin API and the reloader share: a handler's version as the
+//! API shows it ([`HandlerInfo`]), why a swap did not happen
+//! ([`SwapError`]), and what the API asks of the host ([`HandlerControl`]).
+
+use std::time::SystemTime;
+
+/// Why a swap did not happen. The admin API answers 404, 422 and 409.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwapError {
+    /// No handler of that name is configured.
+    #[error("unknown handler `{0}`")]
+    UnknownHandler(String),
+    /// The candidate failed validation; the old version keeps serving.
+    #[error("{0}")]
+    Rejected(String),
+    /// There is no earlier version to go back to.
+    #[error("handler `{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+}
+
+/// What the admin server needs from the host to manage handlers.
+///
+/// Implemented by the host's reloader. Uploads and rollbacks run on tokio's
+/// blocking pool, so they may compile; the other methods are called on the
+/// async runtime and must return quickly. The implementation records its
+/// swaps ([`Metrics::handler_swapped`], [`Metrics::set_handler_version`]);
+/// the server does not.
+pub trait HandlerControl: Send + Sync + 'static {
+    /// Every handler's current version.
+    fn handlers(&self) -> Vec<HandlerInfo>;
+    /// Validates the component off the hot path and swaps it in; Err =
+    /// rejected, old version keeps serving.
+    fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError>;
+    /// Brings back the version the current one replaced.
+    fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError>;
+    /// Whether the host is healthy (all stages running).
+    fn healthy(&self) -> bool;
+}
+
+/// One handler's current version, as the handler API shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// Handler name from the config.
+    pub name: String,
+    /// Content hash of the component.
+    pub version: String,
+    /// Where the component came from (a file path, or an upload).
+    pub source: String,
+    /// When this version was loaded, RFC 3339 UTC (see [`rfc3339`]).
+    pub loaded_at: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// The version this one replaced, if any.
+    pub previous_version: Option<String>,
+}
+
+/// `t` in RFC 3339, UTC, to the second: `2024-05-01T12:00:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,18 @@
+//! The control plane: what keeps the stages running and lets people steer
+//! them.
+//!
+//! - [`host`]: the supervisor, [`Host::start`] and [`Host::run`];
+//! - [`stages`]: the running stages, matched to the config in force;
+//! - [`reload`]: hot swaps from files, uploads, rollbacks and SIGHUP;
+//! - [`admin`]: the admin HTTP API;
+//! - [`handlers`]: what the API and the reloader share;
+//! - [`metrics`]: the Prometheus registry.
+
+pub mod admin;
+pub mod handlers;
+pub mod host;
+pub mod metrics;
+pub mod reload;
+pub mod stages;
+
+pub use host::{Host, Ready};

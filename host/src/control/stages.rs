@@ -1,0 +1,160 @@
+//! The running stages, started and stopped to match the config in force:
+//! at start, and after every re-read of the config.
+
+use super::metrics::Metrics;
+use crate::config::{Delivery, LoadedConfig, StagePlan};
+use crate::handlers::SharedRegistry;
+use crate::kafka::{self, Clients, HostProducer};
+use crate::pipeline::{Stage, StageParts};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long a shutdown waits for outputs to be acknowledged before leaving
+/// the rest uncommitted (they are consumed again on the next start).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The stages that run, and their tasks.
+pub(super) struct Stages {
+    clients: Clients,
+    producer: HostProducer,
+    registry: SharedRegistry,
+    metrics: Arc<Metrics>,
+    running: BTreeMap<String, RunningStage>,
+    pub(super) tasks: JoinSet<(u64, anyhow::Result<()>)>,
+    next_id: u64,
+}
+
+struct RunningStage {
+    id: u64,
+    plan: StagePlan,
+    stop: CancellationToken,
+}
+
+impl Stages {
+    pub(super) fn new(
+        clients: Clients,
+        producer: HostProducer,
+        registry: SharedRegistry,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            clients,
+            producer,
+            registry,
+            metrics,
+            running: BTreeMap::new(),
+            tasks: JoinSet::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Whether the task `id` is a stage that should still be running.
+    pub(super) fn is_running(&self, id: u64) -> bool {
+        self.running.values().any(|stage| stage.id == id)
+    }
+
+    /// Tells every stage to stop; their tasks end after draining.
+    pub(super) fn stop_all(&self) {
+        for stage in self.running.values() {
+            stage.stop.cancel();
+        }
+    }
+
+    /// Stops stages that are gone or changed and starts new or changed ones.
+    /// Stages whose topics and group are unchanged keep running; their
+    /// routes come from the registry, already swapped.
+    pub(super) async fn reconcile(&mut self, config: &LoadedConfig) -> anyhow::Result<()> {
+        let wanted: BTreeMap<&str, &StagePlan> = config
+            .running_stages()
+            .map(|stage| (stage.name.as_str(), stage))
+            .collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, running)| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|stage| !same_consumer(&running.plan, stage))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(running) = self.running.remove(&name) {
+                tracing::info!(stage = %name, "stopping stage (removed or changed)");
+                running.stop.cancel();
+            }
+        }
+        let new: Vec<&StagePlan> = wanted
+            .values()
+            .filter(|stage| !self.running.contains_key(&stage.name))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let settings = &config.pipeline.kafka;
+        if settings.topics.create {
+            let mut topics: Vec<&str> = new
+                .iter()
+                .flat_map(|stage| {
+                    std::iter::once(stage.input.as_str()).chain(stage.written_topics())
+                })
+                .collect();
+            topics.sort_unstable();
+            topics.dedup();
+            kafka::ensure_topics(&self.clients, &topics).await?;
+        }
+        for plan in new {
+            let metrics = self.metrics.stage(&plan.name);
+            let lag = metrics.clone();
+            let input = plan.input.clone();
+            let consumer = self.clients.stage_consumer(
+                plan,
+                Box::new(move |statistics: &[u8]| lag.record_statistics(&input, statistics)),
+            )?;
+            let (producer, transactions) = match &settings.delivery {
+                Delivery::AtLeastOnce => (self.producer.clone(), None),
+                Delivery::ExactlyOnce(transactions) => (
+                    self.clients
+                        .transactional_producer(&plan.name, &transactions.id(&plan.name))?,
+                    Some(transactions.clone()),
+                ),
+            };
+            let stage = Stage::new(StageParts {
+                plan: plan.clone(),
+                registry: self.registry.clone(),
+                producer,
+                consumer,
+                metrics,
+                drain_timeout: DRAIN_TIMEOUT,
+                transactions,
+                max_record_bytes: self.clients.max_record_bytes(),
+            });
+            let stop = CancellationToken::new();
+            let id = self.next_id;
+            self.next_id += 1;
+            let run = stage.run(stop.clone());
+            self.tasks.spawn(async move { (id, run.await) });
+            self.running.insert(
+                plan.name.clone(),
+                RunningStage {
+                    id,
+                    plan: plan.clone(),
+                    stop,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether a running stage can keep its consumer for the new plan: only its
+/// routing may differ (the registry carries that).
+fn same_consumer(running: &StagePlan, wanted: &StagePlan) -> bool {
+    let mut wanted = wanted.clone();
+    wanted.routing = running.routing.clone();
+    *running == wanted
+}

@@ -1,0 +1,221 @@
+//! The contexts of the host's Kafka clients: what librdkafka says about
+//! the brokers ([`BrokerTrouble`], folded into few lines), and the stage
+//! consumers' own context ([`StageContext`]), which hands librdkafka's
+//! statistics to the stage and logs each assignment and revocation.
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How often a repeated librdkafka complaint is logged again, with its count.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What librdkafka said about the connection to the brokers, folded: each
+/// distinct complaint is logged once, then once per [`REPEAT_INTERVAL`] with
+/// how often it came meanwhile. An authentication failure is kept, so that
+/// waiting for the brokers can stop at once with its reason.
+#[derive(Default)]
+pub struct BrokerTrouble {
+    state: Mutex<TroubleState>,
+}
+
+#[derive(Default)]
+struct TroubleState {
+    authentication: Option<String>,
+    last: Option<String>,
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl BrokerTrouble {
+    fn note(&self, complaint: &str, authentication: bool, error: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if authentication && state.authentication.is_none() {
+            state.authentication = Some(complaint.to_string());
+        }
+        state.last = Some(complaint.to_string());
+        // The same complaint from another broker or with another count of
+        // suppressed repeats is the same complaint.
+        let shape = complaint_shape(complaint);
+        let now = Instant::now();
+        let (count, logged) = state
+            .seen
+            .entry(shape)
+            .or_insert((0, now - REPEAT_INTERVAL));
+        *count += 1;
+        if now.duration_since(*logged) < REPEAT_INTERVAL {
+            return;
+        }
+        let repeats = *count - 1;
+        *count = 0;
+        *logged = now;
+        drop(state);
+        match (error, repeats) {
+            (true, 0) => tracing::error!(target: "librdkafka", "{complaint}"),
+            (true, n) => {
+                tracing::error!(target: "librdkafka", repeats = n, "{complaint} (and {n} more like it)")
+            }
+            (false, 0) => tracing::warn!(target: "librdkafka", "{complaint}"),
+            (false, n) => {
+                tracing::warn!(target: "librdkafka", repeats = n, "{complaint} (and {n} more like it)")
+            }
+        }
+    }
+
+    /// The first authentication failure librdkafka reported, if any.
+    pub fn authentication_failure(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .authentication
+            .clone()
+    }
+
+    /// The newest complaint, if any.
+    pub fn last(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last
+            .clone()
+    }
+
+    /// librdkafka's global error callback.
+    pub fn error(&self, error: &KafkaError, reason: &str) {
+        let authentication = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication)
+        ) || reason.contains("SASL authentication")
+            || reason.contains("SSL handshake failed");
+        self.note(&format!("kafka: {reason}"), authentication, true);
+    }
+
+    /// librdkafka's log callback: warnings and worse are folded; the rest
+    /// goes to debug.
+    pub fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                self.note(&format!("kafka {facility}: {message}"), false, false)
+            }
+            _ => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+}
+
+/// A complaint without what varies between repeats: digits, and the
+/// `rdkafka#producer-N` client names.
+fn complaint_shape(complaint: &str) -> String {
+    complaint.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
+/// The context of the host's producers and admin clients: librdkafka's
+/// complaints go to a shared [`BrokerTrouble`].
+#[derive(Clone, Default)]
+pub struct HostContext {
+    trouble: Arc<BrokerTrouble>,
+}
+
+impl HostContext {
+    /// A context reporting into `trouble`.
+    pub fn new(trouble: Arc<BrokerTrouble>) -> Self {
+        Self { trouble }
+    }
+
+    /// Where this context reports.
+    pub fn trouble(&self) -> &Arc<BrokerTrouble> {
+        &self.trouble
+    }
+}
+
+impl ClientContext for HostContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.trouble.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.error(&error, reason);
+    }
+}
+
+/// The host's producer.
+pub type HostProducer = FutureProducer<HostContext>;
+
+/// Receives a stage consumer's librdkafka statistics (JSON), for lag.
+pub type StatisticsSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The context of a stage's consumer: librdkafka's periodic statistics go
+/// to the stage (only emitted when `statistics.interval.ms` is set, see
+/// [`STATISTICS_INTERVAL_MS`]), its complaints to the shared
+/// [`BrokerTrouble`], and each assignment and revocation is logged, so that
+/// with several hosts in a group each log says which partitions it holds.
+pub struct StageContext {
+    stage: String,
+    topic: String,
+    statistics: StatisticsSink,
+    trouble: Arc<BrokerTrouble>,
+}
+
+/// A `statistics.interval.ms` for stage consumers: how often lag updates.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
+impl StageContext {
+    /// The context of `stage`'s consumer of `topic`.
+    pub fn new(
+        stage: &str,
+        topic: &str,
+        statistics: StatisticsSink,
+        trouble: Arc<BrokerTrouble>,
+    ) -> Self {
+        Self {
+            stage: stage.to_string(),
+            topic: topic.to_string(),
+            statistics,
+            trouble,
+        }
+    }
+}
+
+impl ClientContext for StageContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        (self.statistics)(statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.trouble.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.error(&error, reason);
+    }
+}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            let mut numbers: Vec<i32> = list.elements().iter().map(|p| p.partition()).collect();
+            numbers.sort_unstable();
+            format!("{numbers:?}")
+        };
+        let stage = self.stage.as_str();
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions revoked");
+            }
+            Rebalance::Error(err) => {
+                tracing::warn!(stage, topic = %self.topic, cause = %err, "rebalance failed");
+            }
+        }
+    }
+}

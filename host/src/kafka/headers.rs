@@ -1,0 +1,128 @@
+//! Reading and copying record headers. Kafka does not check that a header
+//! key is UTF-8, and rdkafka's `Headers::iter` and `Headers::get` panic on
+//! one that is not, so headers are read as bytes ([`raw_headers`]); a key
+//! that is not UTF-8 is copied with each invalid sequence replaced by
+//! U+FFFD, as Kafka's Java client reads it.
+
+use rdkafka::bindings::{rd_kafka_header_get_all, rd_kafka_headers_t, rd_kafka_resp_err_t};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use std::borrow::Cow;
+use std::ffi::CStr;
+
+/// A copy of a message's headers, keeping order and duplicates.
+pub fn copy_headers(original: Option<&impl RecordHeaders>) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    for header in original.map(raw_headers).unwrap_or_default() {
+        headers = headers.insert(Header {
+            key: &header.key_text(),
+            value: header.value,
+        });
+    }
+    headers
+}
+
+/// A record's header list, as consumed ([`BorrowedHeaders`]) or detached
+/// ([`OwnedHeaders`]).
+pub trait RecordHeaders {
+    /// The list, borrowed.
+    fn borrowed(&self) -> &BorrowedHeaders;
+}
+
+impl RecordHeaders for BorrowedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self
+    }
+}
+
+impl RecordHeaders for OwnedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self.as_borrowed()
+    }
+}
+
+/// One header of a record, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHeader<'a> {
+    /// The key's bytes, up to the first NUL byte (librdkafka hands keys
+    /// over as C strings). Not necessarily UTF-8.
+    pub key: &'a [u8],
+    /// The value; `None` for a null value.
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> RawHeader<'a> {
+    /// The key as text, each invalid UTF-8 sequence replaced by U+FFFD;
+    /// borrowed from the record when the key is valid UTF-8.
+    pub fn key_text(&self) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.key)
+    }
+}
+
+/// Every header of a record, in order, duplicates kept.
+///
+/// rdkafka's `Headers::iter` and `Headers::get` panic on a key that is not
+/// UTF-8, and any producer can send one; this reads every key as bytes.
+pub fn raw_headers(headers: &impl RecordHeaders) -> Vec<RawHeader<'_>> {
+    let borrowed = headers.borrowed();
+    // A `&BorrowedHeaders` is the address of librdkafka's header list: that
+    // is how rdkafka itself hands the list out (`OwnedHeaders::as_borrowed`)
+    // and reads it back (`Headers::count` for `BorrowedHeaders`).
+    let list: *const rd_kafka_headers_t = (borrowed as *const BorrowedHeaders).cast();
+    (0..borrowed.count())
+        .map_while(|index| {
+            let mut name = std::ptr::null();
+            let mut value = std::ptr::null();
+            let mut size = 0;
+            // SAFETY: `list` is a live header list for as long as `headers`
+            // is borrowed, and librdkafka only reads it and writes the three
+            // out-parameters.
+            let status =
+                unsafe { rd_kafka_header_get_all(list, index, &mut name, &mut value, &mut size) };
+            if status != rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                return None;
+            }
+            // SAFETY: on success librdkafka points `name` at the header's
+            // NUL-terminated name and `value` at `size` bytes (or null for a
+            // null value), both owned by the list and unchanged while it is
+            // borrowed.
+            let key = unsafe { CStr::from_ptr(name) }.to_bytes();
+            let value = (!value.is_null())
+                .then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+            Some(RawHeader { key, value })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_headers_read_what_rdkafka_reads() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "a",
+                value: Some("1"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "b",
+                value: None,
+            })
+            .insert(Header {
+                key: "a",
+                value: Some(""),
+            });
+        let raw = raw_headers(&headers);
+        let expected: Vec<RawHeader<'_>> = headers
+            .iter()
+            .map(|header| RawHeader {
+                key: header.key.as_bytes(),
+                value: header.value,
+            })
+            .collect();
+        assert_eq!(raw, expected);
+        assert_eq!(raw.len(), 3);
+        assert_eq!(raw[1].value, None);
+        assert_eq!(raw_headers(&OwnedHeaders::new()), Vec::new());
+    }
+}

@@ -1,0 +1,103 @@
+//! Talking to the cluster before the stages start: waiting until the
+//! brokers answer (with one clear error when they do not), and creating
+//! the topics the stages need.
+
+use super::clients::Clients;
+use super::context::HostProducer;
+use crate::config::ClientProperties;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::{Duration, Instant};
+
+/// How long the host waits for the brokers to answer at start.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Creates the given topics where they are missing.
+pub async fn ensure_topics(clients: &Clients, topics: &[&str]) -> anyhow::Result<()> {
+    let admin = clients.admin()?;
+    let creation = clients.settings().topics;
+    let bootstrap = clients.bootstrap();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| {
+            NewTopic::new(
+                topic,
+                creation.partitions,
+                // -1 asks the broker for its `default.replication.factor`.
+                TopicReplication::Fixed(creation.replication_factor.unwrap_or(-1)),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|err| anyhow::anyhow!("creating topics on {bootstrap}: {err}"))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic `{topic}` on {bootstrap}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the brokers answer a metadata request, for at most `wait`,
+/// with one clear error when they do not: an authentication failure ends
+/// the wait at once, naming the brokers and the SASL mechanism.
+pub async fn wait_reachable(
+    producer: &HostProducer,
+    clients: &Clients,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::Producer as _;
+    let started = Instant::now();
+    let bootstrap = clients.bootstrap();
+    loop {
+        let client = producer.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_millis(500))
+                .map(drop)
+        })
+        .await?;
+        let failure = match answer {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(reason) = clients.trouble().authentication_failure() {
+            anyhow::bail!(
+                "authentication failed at {bootstrap} ({}): {reason}",
+                security_summary(&clients.settings().properties)
+            );
+        }
+        if started.elapsed() >= wait {
+            let cause = clients
+                .trouble()
+                .last()
+                .unwrap_or_else(|| failure.to_string());
+            anyhow::bail!(
+                "cannot reach Kafka at {bootstrap} within {} s: {cause} \
+                 (is a broker running there? `make kafka-up` starts one on 127.0.0.1:9092)",
+                wait.as_secs()
+            );
+        }
+    }
+}
+
+/// How the clients authenticate, for error messages: the security protocol
+/// and the SASL mechanism (never a credential).
+pub fn security_summary(properties: &ClientProperties) -> String {
+    let protocol = properties
+        .producer_property("security.protocol")
+        .unwrap_or("plaintext");
+    match properties
+        .producer_property("sasl.mechanism")
+        .or_else(|| properties.producer_property("sasl.mechanisms"))
+    {
+        Some(mechanism) => format!("security.protocol {protocol}, SASL mechanism {mechanism}"),
+        None => format!("security.protocol {protocol}"),
+    }
+}

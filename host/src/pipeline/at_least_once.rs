@@ -1,0 +1,207 @@
+//! At-least-once mode (the default): each input partition has its own
+//! worker task, so partitions run in parallel while one partition's outputs
+//! are produced in input order. A worker keeps one reusable instance per
+//! handler and replaces it when the registry holds a newer version or the
+//! instance trapped. Offsets are stored (and committed in the background)
+//! in order, once everything a message produced is acknowledged.
+
+use super::Stage;
+use super::delivery::{delivery_error, describe};
+use super::outputs::Record;
+use super::pending::{Delivery, Pending, PendingQueue};
+use super::step::{Plan, WorkerHandlers};
+use rdkafka::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::DeliveryFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Messages queued per partition worker before the consumer waits.
+const PARTITION_QUEUE: usize = 512;
+/// Messages whose outputs may be awaiting acknowledgement per partition.
+const MAX_IN_FLIGHT: usize = 2048;
+
+/// A partition's messages on their way.
+type Queue = PendingQueue<OwnedMessage, DeliveryFuture, Record>;
+
+fn read_answer(answer: <DeliveryFuture as std::future::Future>::Output) -> Option<String> {
+    delivery_error(answer).map(|err| describe(&err))
+}
+
+impl Stage {
+    /// [`Stage::run`] in at-least-once mode.
+    pub(super) async fn run_at_least_once(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let stage = self.plan.name.as_str();
+        self.consumer.subscribe(&[&self.plan.input])?;
+        tracing::info!(
+            stage,
+            input = %self.plan.input,
+            output = %self.plan.output,
+            dead_letter = %self.plan.dead_letter,
+            "stage consuming"
+        );
+        let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    // Workers end only when their queue closes, at the drain.
+                    let cause = ended.err().map(|err| err.to_string()).unwrap_or_default();
+                    anyhow::bail!("stage `{stage}`: a partition worker stopped: {cause}");
+                }
+                received = self.consumer.recv() => received,
+            };
+            let Some(message) = self.taken(received).await else {
+                continue;
+            };
+            let partition = message.partition();
+            let worker = workers.entry(partition).or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
+                tasks.spawn(self.clone().partition_worker(partition, receiver));
+                sender
+            });
+            tokio::select! {
+                biased;
+                sent = worker.send(message) => {
+                    if sent.is_err() {
+                        anyhow::bail!("stage `{stage}`: the worker for partition {partition} stopped");
+                    }
+                }
+                // Not handed over, so never stored: it is consumed again after a restart.
+                _ = shutdown.cancelled() => break,
+            }
+        }
+
+        tracing::info!(stage, "draining");
+        drop(workers);
+        let give_up = self.give_up.clone();
+        let timeout = self.drain_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            give_up.cancel();
+        });
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(stage, cause = %err, "partition worker failed");
+            }
+        }
+        timer.abort();
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => tracing::warn!(stage, cause = %err, "final offset commit failed"),
+        }
+        self.consumer.unsubscribe();
+        tracing::info!(stage, "stage stopped");
+        Ok(())
+    }
+
+    async fn partition_worker(
+        self: Arc<Self>,
+        partition: i32,
+        mut incoming: mpsc::Receiver<OwnedMessage>,
+    ) {
+        let mut handlers = WorkerHandlers::default();
+        let mut queue = Queue::new(read_answer);
+        loop {
+            tokio::select! {
+                biased;
+                () = queue.oldest_answered(), if !queue.is_empty() => {
+                    let done = queue.pop().expect("the awaited message is pending");
+                    self.finish_message(partition, done, &mut queue).await;
+                }
+                next = incoming.recv(), if queue.len() < MAX_IN_FLIGHT => match next {
+                    Some(message) => {
+                        let permit = match &self.permits {
+                            Some(permits) => Some(permits.acquire().await.expect("the stage's semaphore is never closed")),
+                            None => None,
+                        };
+                        let sent = self.process(message, &mut handlers).await;
+                        drop(permit);
+                        queue.push(sent);
+                    }
+                    None => break,
+                },
+            }
+        }
+        while !queue.is_empty() {
+            queue.oldest_answered().await;
+            let done = queue.pop().expect("the awaited message is pending");
+            self.finish_message(partition, done, &mut queue).await;
+        }
+    }
+
+    /// Settles an answered message and stores its offset when that may be.
+    async fn finish_message(
+        &self,
+        partition: i32,
+        done: Pending<OwnedMessage, DeliveryFuture, Record>,
+        queue: &mut Queue,
+    ) {
+        let delivered = self.settle(done).await;
+        if let Some(offset) = queue.settled(delivered)
+            && let Err(err) = self
+                .consumer
+                .store_offset(&self.plan.input, partition, offset)
+        {
+            // The partition was revoked: its new owner starts from the last commit.
+            tracing::debug!(stage = %self.plan.name, partition, offset, cause = %err, "offset not stored");
+        }
+    }
+
+    /// Runs one message and hands its records (outputs, or its dead letter)
+    /// to the producer.
+    async fn process(
+        &self,
+        message: OwnedMessage,
+        handlers: &mut WorkerHandlers,
+    ) -> Pending<OwnedMessage, DeliveryFuture, Record> {
+        let delivery = |sent: Result<DeliveryFuture, KafkaError>| match sent {
+            Ok(future) => Delivery::Sent(future),
+            Err(err) => Delivery::Done(Some(describe(&err))),
+        };
+        let (deliveries, letter) = match self.plan(&message, handlers).await {
+            Plan::Outputs(records) => {
+                let mut deliveries = Vec::with_capacity(records.len());
+                for record in records {
+                    deliveries.push(delivery(self.enqueue_owned(record).await));
+                }
+                (deliveries, None)
+            }
+            // Kept: a refused dead letter is sent again until acknowledged.
+            Plan::DeadLetter(letter) => (vec![delivery(self.enqueue(&letter).await)], Some(letter)),
+        };
+        Pending {
+            offset: message.offset(),
+            message,
+            deliveries,
+            letter,
+        }
+    }
+
+    /// Once every record of `done` is answered: its offset, after
+    /// dead-lettering the message if an output was refused; `None` when not
+    /// even its dead letter could be delivered.
+    async fn settle(&self, mut done: Pending<OwnedMessage, DeliveryFuture, Record>) -> Option<i64> {
+        let Some(reason) = done.failure() else {
+            return Some(done.offset);
+        };
+        let letter = match done.letter {
+            Some(letter) => letter,
+            None => self.produce_failed(&done.message, &reason),
+        };
+        self.deliver_until_acknowledged(&letter)
+            .await
+            .then_some(done.offset)
+    }
+}
