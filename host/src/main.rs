@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use stagehost::cli::{Cli, LogFormat, dispatch};
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -22,8 +23,10 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("STAGEHOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in a redirected log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

@@ -63,6 +63,9 @@ fn info(
         loaded_at: admin::rfc3339(UNIX_EPOCH + Duration::from_secs(1_714_564_800)),
         size,
         previous_version: previous.map(str::to_string),
+        pinned: None,
+        file_version: None,
+        history: Vec::new(),
     }
 }
 
@@ -362,6 +365,9 @@ async fn handlers_are_listed_and_shown() {
             "loaded_at": "2024-05-01T12:00:00Z",
             "size": 100,
             "previous_version": null,
+            "pinned": null,
+            "file_version": null,
+            "history": [],
         })
     );
 

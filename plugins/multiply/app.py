@@ -12,7 +12,7 @@ exception traps: the host dead-letters the message with the error kind
 """
 
 import wit_world
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world.imports import log, types
 
 import multiply
@@ -33,3 +33,13 @@ class WitWorld(wit_world.WitWorld):
             raise Err(types.HandlerError_InvalidInput(str(err)))
         # key=None keeps the input key; topic=None sends to the stage's output.
         return [types.Output(value=value, key=None, headers=[], topic=None)]
+
+    def handle_batch(self, msgs):
+        """Several messages in one call, one result each, as `handle` gives them."""
+        results = []
+        for msg in msgs:
+            try:
+                results.append(Ok(self.handle(msg)))
+            except Err as err:
+                results.append(err)
+        return results

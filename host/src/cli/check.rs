@@ -4,14 +4,15 @@
 
 use crate::config::{Brokers, Delivery, LoadedConfig};
 use crate::handlers::{Registry, Sandbox};
-use crate::kafka::{consumer_config, producer_config};
+use crate::kafka::{Bootstrap, Clients, consumer_config, producer_config};
 use anyhow::Context as _;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
 use std::path::Path;
 
-/// The plan of the config at `path`, or the first thing wrong with it.
-pub fn check(path: &Path) -> anyhow::Result<String> {
+/// The plan of the config at `path` (with the loaded config), or the first
+/// thing wrong with it.
+pub fn check(path: &Path) -> anyhow::Result<(String, LoadedConfig)> {
     let config = LoadedConfig::load(path)?;
     let sandbox = Sandbox::for_pipeline(&config.pipeline)?;
     let registry = Registry::load(&config, &sandbox, None)?;
@@ -48,5 +49,19 @@ pub fn check(path: &Path) -> anyhow::Result<String> {
             component.source()
         ));
     }
-    Ok(plan)
+    Ok((plan, config))
+}
+
+/// Asks the brokers for metadata, as `host run` would at start: one line
+/// saying they answered, or one clear error within a few seconds.
+pub async fn reach_brokers(config: &LoadedConfig) -> anyhow::Result<String> {
+    let kafka = &config.pipeline.kafka;
+    if let Brokers::Embedded = kafka.brokers {
+        return Ok("brokers: embedded (started by `host run`; nothing to contact)\n".to_string());
+    }
+    let bootstrap = Bootstrap::connect(&kafka.brokers, crate::kafka::embedded_listen()?).await?;
+    let clients = Clients::new(&bootstrap, kafka);
+    let producer = clients.producer()?;
+    crate::kafka::wait_reachable(&producer, &clients, crate::kafka::CONNECT_WAIT).await?;
+    Ok(format!("brokers: {} answered\n", bootstrap.bootstrap()))
 }

@@ -1,9 +1,11 @@
 //! The command line: the clap definitions and [`dispatch`]; each command
 //! is a file of its own.
 
+mod admin_client;
 mod bench;
 mod check;
 mod graph;
+mod handlers;
 mod new_plugin;
 mod plugin;
 mod run;
@@ -71,6 +73,10 @@ pub enum Command {
     Check {
         /// The pipeline config.
         config: PathBuf,
+        /// Do not contact the brokers (by default the check fails when they
+        /// do not answer).
+        #[arg(long)]
+        offline: bool,
     },
     /// Sends JSON messages to a topic, like the tutorial's program 1.
     Send {
@@ -81,6 +87,12 @@ pub enum Command {
         /// Record key.
         #[arg(long)]
         key: Option<String>,
+        /// A header `K=V` (repeat for several; order and repeats are kept).
+        #[arg(long = "header", value_name = "K=V", value_parser = send::parse_header)]
+        headers: Vec<(String, String)>,
+        /// The partition to send to (default: the partitioner's choice).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+        partition: Option<i32>,
         /// Send the text as it is, even if it is not JSON.
         #[arg(long)]
         raw: bool,
@@ -88,18 +100,38 @@ pub enum Command {
         #[arg(long, env = "STAGEHOST_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
     },
-    /// Prints the messages of a topic as JSON lines, headers included.
+    /// Prints a topic's records exactly as they were produced: one JSON
+    /// line each by default (topic, partition, offset, timestamp, key,
+    /// headers, value).
     Tail {
         /// Topic to read.
         topic: String,
-        /// Start at the end of the topic instead of the beginning.
-        #[arg(long)]
+        /// How each record is printed: `json` (one JSON object per line; the
+        /// key, header values and value as the produced text, or
+        /// `{"base64": …}` when not UTF-8), `value` (the value's bytes and a
+        /// newline), or a template: `%t` topic, `%p` partition, `%o` offset,
+        /// `%k` key, `%s` value, `%T` timestamp (ms), `%h` headers (k=v,…),
+        /// `%%`, `\n`, `\t`.
+        #[arg(long, value_name = "FORMAT", default_value = "json", value_parser = tail::parse_format)]
+        format: tail::Format,
+        /// Read only this partition (repeat for several; default: all).
+        #[arg(long = "partition", value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+        partitions: Vec<i32>,
+        /// Where to start in each partition: `beginning`, `end`, `N` (that
+        /// offset) or `-N` (N records before the end). Default: the
+        /// beginning; with `--count`, the newest records.
+        #[arg(long, value_name = "OFFSET", allow_hyphen_values = true, value_parser = tail::parse_offset)]
+        offset: Option<tail::StartOffset>,
+        /// Same as `--offset end`.
+        #[arg(long, conflicts_with = "offset")]
         from_end: bool,
-        /// Stop after this many messages.
-        #[arg(long)]
+        /// Print the newest N records of the selected partitions, oldest
+        /// first, and exit; with `--offset` (or `--from-end`), the first N
+        /// records from there.
+        #[arg(long, value_name = "N")]
         count: Option<usize>,
-        /// Stop after this many seconds without a new message.
-        #[arg(long)]
+        /// Stop after this many seconds without a new record.
+        #[arg(long, value_name = "S")]
         idle_timeout: Option<u64>,
         /// Bootstrap servers.
         #[arg(long, env = "STAGEHOST_BROKERS", default_value = "127.0.0.1:9092")]
@@ -146,6 +178,32 @@ pub enum Command {
         #[arg(long)]
         kit: Option<PathBuf>,
     },
+    /// Handlers of a running host, over its admin API.
+    Handlers {
+        /// What to do.
+        #[command(subcommand)]
+        command: handlers::HandlersCommand,
+        /// The admin API.
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+    },
+    /// A handler's recent guest output (stdout, stderr, `log`), kept by the host.
+    Logs {
+        /// The handler.
+        handler: String,
+        /// Keep printing new lines until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// The admin API.
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+    },
+    /// Each running stage's input partitions: watermarks, committed offset, lag.
+    Topics {
+        /// The admin API.
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+    },
     /// Plugin tools.
     Plugin {
         /// The plugin command.
@@ -172,29 +230,56 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             print!("{}", graph::graph(&config, format)?);
             Ok(())
         }
-        Command::Check { config } => {
+        Command::Check { config, offline } => {
             // Guest calls run on a runtime of their own: keep them off the async context.
-            let plan = tokio::task::spawn_blocking(move || check::check(&config)).await??;
-            print!("{plan}");
+            let (plan, loaded) =
+                tokio::task::spawn_blocking(move || check::check(&config)).await??;
+            let reached = match offline {
+                true => "brokers: not contacted (--offline)\n".to_string(),
+                false => check::reach_brokers(&loaded).await?,
+            };
+            print!("{plan}{reached}");
             Ok(())
         }
         Command::Send {
             topic,
             message,
             key,
+            headers,
+            partition,
             raw,
             brokers,
-        } => send::send(&brokers, &topic, message, key, raw).await,
+        } => {
+            let options = send::SendOptions {
+                key,
+                headers,
+                partition,
+                raw,
+            };
+            send::send(&brokers, &topic, message, &options).await
+        }
         Command::Tail {
             topic,
+            format,
+            partitions,
+            offset,
             from_end,
             count,
             idle_timeout,
             brokers,
         } => {
-            let idle = idle_timeout.map(std::time::Duration::from_secs);
-            tokio::task::spawn_blocking(move || tail::tail(&brokers, &topic, from_end, count, idle))
-                .await?
+            let options = tail::TailOptions {
+                partitions,
+                offset: if from_end {
+                    Some(tail::StartOffset::End)
+                } else {
+                    offset
+                },
+                count,
+                idle_timeout: idle_timeout.map(std::time::Duration::from_secs),
+                format,
+            };
+            tokio::task::spawn_blocking(move || tail::tail(&brokers, &topic, &options)).await?
         }
         Command::Bench {
             config,
@@ -236,6 +321,13 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("next:\n{}", made.next_steps);
             Ok(())
         }
+        Command::Handlers { command, admin } => handlers::handlers(command, &admin).await,
+        Command::Logs {
+            handler,
+            follow,
+            admin,
+        } => handlers::logs(&handler, follow, &admin).await,
+        Command::Topics { admin } => handlers::topics(&admin).await,
         Command::Plugin {
             command: PluginCommand::Inspect { path },
         } => {

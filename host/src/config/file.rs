@@ -30,6 +30,10 @@ pub(crate) struct Config {
     /// The admin HTTP port: handler API, `/metrics`, `/healthz`.
     #[serde(default)]
     pub(crate) admin: AdminConfig,
+    /// Where the host keeps what outlives a process: every handler version
+    /// that served, and pins (relative to the config's folder).
+    #[serde(default = "default_data_dir")]
+    pub(crate) data_dir: PathBuf,
 }
 
 /// The `admin` section.
@@ -46,6 +50,10 @@ pub(crate) struct AdminConfig {
     /// a loopback address.
     #[serde(default)]
     pub(crate) token: Option<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".stagehost")
 }
 
 fn default_admin_listen() -> String {

@@ -425,6 +425,7 @@ mod tests {
             handlers: Default::default(),
             stages,
             sources: file.sources,
+            data_dir: Default::default(),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Pipeline {
     /// Topics fed from outside the graph, when the config lists them (in
     /// its order).
     pub sources: Option<Vec<String>>,
+    /// Where the host keeps versions and pins, absolute.
+    pub data_dir: PathBuf,
 }
 
 /// Where the brokers are.

@@ -55,6 +55,14 @@ pub(super) fn resolve(config: &Config, at: Located<'_>) -> Result<Pipeline, Conf
         handlers,
         stages,
         sources: config.sources.clone(),
+        data_dir: {
+            let joined = at
+                .path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&config.data_dir);
+            std::path::absolute(&joined).unwrap_or(joined)
+        },
     };
     check_graph(&pipeline, &at)?;
     Ok(pipeline)

@@ -8,7 +8,11 @@
 //! | `GET /handlers` | 200, JSON array of [`HandlerInfo`] |
 //! | `GET /handlers/{name}` | 200 [`HandlerInfo`], 404 unknown |
 //! | `PUT /handlers/{name}` (body: the `.wasm`) | 200 [`HandlerInfo`] of the new version, 404 unknown, 422 rejected |
-//! | `POST /handlers/{name}/rollback` | 200 [`HandlerInfo`], 404 unknown, 409 no previous version |
+//! | `POST /handlers/{name}/rollback` | 200 [`HandlerInfo`] (one step back, pinned), 404 unknown, 409 no previous version |
+//! | `POST /handlers/{name}/pin[?version=V]` | 200 [`HandlerInfo`] (that version, or the serving one, pinned), 404, 422 |
+//! | `DELETE /handlers/{name}` | 200, 404 unknown, 409 a route uses it |
+//! | `GET /handlers/{name}/logs[?after=SEQ]` | 200, the handler's recent guest lines after SEQ |
+//! | `GET /topics` | 200, each stage's input partitions: watermarks, committed offset, lag; 503 |
 //!
 //! Errors are JSON objects `{"error": "..."}`. With a token configured every
 //! request must carry `Authorization: Bearer <token>`, else 401.
@@ -18,10 +22,11 @@
 //! file, a config re-read).
 
 pub use super::handlers::rfc3339;
-use super::handlers::{HandlerControl, HandlerInfo, SwapError};
+use super::handlers::{HandlerControl, HandlerInfo, SwapError, TopicInfo};
 use super::metrics::Metrics;
+use crate::handlers::sandbox::RecentLine;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -80,8 +85,14 @@ fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/handlers", get(list_handlers))
-        .route("/handlers/{name}", get(show_handler).put(upload_handler))
+        .route(
+            "/handlers/{name}",
+            get(show_handler).put(upload_handler).delete(delete_handler),
+        )
         .route("/handlers/{name}/rollback", post(rollback_handler))
+        .route("/handlers/{name}/pin", post(pin_handler))
+        .route("/handlers/{name}/logs", get(handler_logs))
+        .route("/topics", get(list_topics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
@@ -103,7 +114,7 @@ impl From<SwapError> for ApiError {
         let status = match err {
             SwapError::UnknownHandler(_) => StatusCode::NOT_FOUND,
             SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            SwapError::NoPrevious(_) => StatusCode::CONFLICT,
+            SwapError::NoPrevious(_) | SwapError::InUse(..) => StatusCode::CONFLICT,
         };
         ApiError(status, err.to_string())
     }
@@ -218,6 +229,65 @@ async fn upload_handler(
     let handler = name.clone();
     let outcome = blocking(move || control.upload(&handler, Vec::from(bytes))).await?;
     answer(&name, "upload", outcome)
+}
+
+/// `?version=V` of `POST /handlers/{name}/pin`.
+#[derive(serde::Deserialize)]
+struct PinQuery {
+    version: Option<String>,
+}
+
+async fn pin_handler(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+    Query(query): Query<PinQuery>,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    let control = state.control.clone();
+    let handler = name.clone();
+    let outcome = blocking(move || control.pin(&handler, query.version.as_deref())).await?;
+    answer(&name, "pin", outcome)
+}
+
+async fn delete_handler(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let control = state.control.clone();
+    let handler = name.clone();
+    blocking(move || control.delete(&handler))
+        .await?
+        .map(|()| Json(serde_json::json!({ "removed": name })))
+        .map_err(|err| {
+            tracing::info!(handler = %name, action = "delete", cause = %err, "admin request refused");
+            err.into()
+        })
+}
+
+/// `?after=SEQ` of `GET /handlers/{name}/logs`.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn handler_logs(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<Vec<RecentLine>>, ApiError> {
+    state
+        .control
+        .logs(&name, query.after)
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+async fn list_topics(State(state): State<AppState>) -> Result<Json<Vec<TopicInfo>>, ApiError> {
+    let control = state.control.clone();
+    blocking(move || control.topics())
+        .await?
+        .map(Json)
+        .map_err(|reason| ApiError(StatusCode::SERVICE_UNAVAILABLE, reason))
 }
 
 async fn rollback_handler(

@@ -2,6 +2,7 @@
 //! API shows it ([`HandlerInfo`]), why a swap did not happen
 //! ([`SwapError`]), and what the API asks of the host ([`HandlerControl`]).
 
+use crate::handlers::sandbox::RecentLine;
 use std::time::SystemTime;
 
 /// Why a swap did not happen. The admin API answers 404, 422 and 409.
@@ -16,6 +17,9 @@ pub enum SwapError {
     /// There is no earlier version to go back to.
     #[error("handler `{0}` has no previous version to roll back to")]
     NoPrevious(String),
+    /// The handler cannot be removed: these stages route to it.
+    #[error("handler `{0}` is in use by stage(s) {1}; change their routes first")]
+    InUse(String, String),
 }
 
 /// What the admin server needs from the host to manage handlers.
@@ -31,8 +35,31 @@ pub trait HandlerControl: Send + Sync + 'static {
     /// Validates the component off the hot path and swaps it in; Err =
     /// rejected, old version keeps serving.
     fn upload(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError>;
-    /// Brings back the version the current one replaced.
+    /// Brings back the version the current one replaced, one step further
+    /// back at each call.
     fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError>;
+    /// Serves a kept version (the serving one for `None`) and pins it.
+    fn pin(&self, handler: &str, version: Option<&str>) -> Result<HandlerInfo, SwapError> {
+        let _ = version;
+        Err(SwapError::Rejected(format!(
+            "handler `{handler}`: pinning is not available here"
+        )))
+    }
+    /// Takes a handler no route uses out of service.
+    fn delete(&self, handler: &str) -> Result<(), SwapError> {
+        Err(SwapError::Rejected(format!(
+            "handler `{handler}`: removing is not available here"
+        )))
+    }
+    /// The handler's recent guest output after line `after`.
+    fn logs(&self, handler: &str, after: u64) -> Result<Vec<RecentLine>, SwapError> {
+        let _ = after;
+        Err(SwapError::UnknownHandler(handler.to_string()))
+    }
+    /// Where each stage's input stands.
+    fn topics(&self) -> Result<Vec<TopicInfo>, String> {
+        Err("not available".into())
+    }
     /// Whether the host is healthy (all stages running).
     fn healthy(&self) -> bool;
 }
@@ -50,8 +77,36 @@ pub struct HandlerInfo {
     pub loaded_at: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// The version this one replaced, if any.
+    /// The version a rollback would go back to, if any.
     pub previous_version: Option<String>,
+    /// The version an operator chose, which re-reads and restarts keep.
+    #[serde(default)]
+    pub pinned: Option<String>,
+    /// The version the handler's file holds, as last read.
+    #[serde(default)]
+    pub file_version: Option<String>,
+    /// Every time a version started serving: `version`, `source`, `at`, `how`.
+    #[serde(default)]
+    pub history: Vec<serde_json::Value>,
+}
+
+/// One partition of a stage's input, for `GET /topics`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// The stage.
+    pub stage: String,
+    /// Its input topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset still in the partition.
+    pub low: i64,
+    /// The offset the next record will get.
+    pub high: i64,
+    /// The stage's committed offset, if it has one.
+    pub committed: Option<i64>,
+    /// Records the stage has not committed yet.
+    pub lag: i64,
 }
 
 /// `t` in RFC 3339, UTC, to the second: `2024-05-01T12:00:00Z`.

@@ -8,6 +8,7 @@ use super::admin;
 use super::metrics::Metrics;
 use super::reload::{Reloader, SwapEvent};
 use super::stages::{DRAIN_TIMEOUT, Stages};
+use super::versions::{How, VersionStore};
 use crate::config::LoadedConfig;
 use crate::handlers::{Registry, Sandbox};
 use crate::kafka::{self, Bootstrap, Clients, HostProducer};
@@ -67,6 +68,7 @@ impl Host {
             sandbox,
             registry.clone(),
             config.clone(),
+            VersionStore::new(&config.pipeline.data_dir),
             move |handler, event| match event {
                 SwapEvent::Serving(component) => {
                     swaps.handler_swapped(handler, "applied");
@@ -76,11 +78,14 @@ impl Host {
                 SwapEvent::Removed => swaps.forget_handler(handler),
             },
         );
+        tokio::task::block_in_place(|| reloader.adopt(How::Start));
 
-        let bootstrap = Bootstrap::connect(&pipeline.kafka.brokers)?;
-        let clients = Clients::new(bootstrap.bootstrap(), &pipeline.kafka);
+        let bootstrap =
+            Bootstrap::connect(&pipeline.kafka.brokers, kafka::embedded_listen()?).await?;
+        let clients = Clients::new(&bootstrap, &pipeline.kafka);
         let producer = clients.producer()?;
         kafka::wait_reachable(&producer, &clients, kafka::CONNECT_WAIT).await?;
+        reloader.set_topic_source(super::topics::source(clients.clone(), config.clone()));
         let mut stages = Stages::new(clients, producer.clone(), registry, metrics.clone());
         stages.reconcile(&config).await?;
         reloader.set_healthy(true);

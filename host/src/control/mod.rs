@@ -5,6 +5,7 @@
 //! - [`stages`]: the running stages, matched to the config in force;
 //! - [`reload`]: hot swaps from files, uploads, rollbacks and SIGHUP;
 //! - [`admin`]: the admin HTTP API;
+//! - [`versions`]: every version a handler served, kept on disk, and pins;
 //! - [`handlers`]: what the API and the reloader share;
 //! - [`metrics`]: the Prometheus registry.
 
@@ -14,5 +15,7 @@ pub mod host;
 pub mod metrics;
 pub mod reload;
 pub mod stages;
+pub mod topics;
+pub mod versions;
 
 pub use host::{Host, Ready};

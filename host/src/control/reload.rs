@@ -1,16 +1,23 @@
 //! Hot swapping: replaces a handler's version while the host runs, from a
-//! file that changed on disk, an upload through the admin API, a rollback,
-//! or a re-read of the whole config on SIGHUP.
+//! file that changed on disk, an upload through the admin API, a rollback
+//! or a pin, or a re-read of the whole config on SIGHUP.
 //!
 //! Every candidate is compiled, linked, initialised and self-tested off the
 //! hot path; only then is the registry pointer replaced. Messages already in
 //! a handler finish on the version they started with, and every message
 //! taken after the store sees the new one. A rejected candidate leaves the
 //! old version serving and is logged once.
+//!
+//! Every version that serves is kept with its history ([`VersionStore`]):
+//! a rollback goes back one step at a time, and a version an operator chose
+//! (rolled back to, uploaded, pinned) stays through re-reads and restarts
+//! until a new one is explicitly installed.
 
-pub use super::handlers::SwapError;
 use super::handlers::{HandlerControl, HandlerInfo, rfc3339};
+pub use super::handlers::{SwapError, TopicInfo};
+use super::versions::{History, How, Pin, Served, VersionStore};
 use crate::config::{ConfigError, LoadedConfig};
+use crate::handlers::sandbox::RecentLine;
 use crate::handlers::{
     HandlerComponent, Registry, Sandbox, SharedRegistry, handler_spec, validate, version_of,
 };
@@ -38,20 +45,26 @@ pub enum SwapEvent<'a> {
     Serving(&'a HandlerComponent),
     /// A candidate was rejected, for this reason; the old version serves.
     Rejected(&'a str),
-    /// The handler is gone from the config.
+    /// The handler is gone from the registry.
     Removed,
 }
+
+/// Where a stage's input stands, for `GET /topics`.
+pub type TopicSource = dyn Fn() -> Result<Vec<TopicInfo>, String> + Send + Sync;
 
 /// Swaps handler versions in the shared registry.
 pub struct Reloader {
     sandbox: Arc<Sandbox>,
     registry: SharedRegistry,
     config: Mutex<LoadedConfig>,
-    previous: Mutex<HashMap<String, Arc<HandlerComponent>>>,
+    versions: VersionStore,
+    /// Per handler, the version last read from its file.
+    file_versions: Mutex<HashMap<String, String>>,
     /// Serialises swaps, so two triggers never race on the same registry.
     swapping: Mutex<()>,
     on_swap: Box<OnSwap>,
     healthy: AtomicBool,
+    topics: Mutex<Option<Arc<TopicSource>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,23 +73,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn now() -> String {
+    rfc3339(SystemTime::now())
+}
+
 impl Reloader {
-    /// A reloader for the registry built from `config`. `on_swap` is called
-    /// with every version that starts serving.
+    /// A reloader for the registry built from `config`, keeping versions in
+    /// `versions`. `on_swap` is called with every version that starts
+    /// serving. Call [`Reloader::adopt`] once before serving.
     pub fn new(
         sandbox: Arc<Sandbox>,
         registry: SharedRegistry,
         config: LoadedConfig,
+        versions: VersionStore,
         on_swap: impl Fn(&str, SwapEvent<'_>) + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             sandbox,
             registry,
             config: Mutex::new(config),
-            previous: Mutex::default(),
+            versions,
+            file_versions: Mutex::default(),
             swapping: Mutex::new(()),
             on_swap: Box::new(on_swap),
             healthy: AtomicBool::new(false),
+            topics: Mutex::new(None),
         })
     }
 
@@ -90,18 +111,123 @@ impl Reloader {
         lock(&self.config).clone()
     }
 
-    /// The version a handler would roll back to.
-    pub fn previous(&self, handler: &str) -> Option<Arc<HandlerComponent>> {
-        lock(&self.previous).get(handler).cloned()
+    /// Where `GET /topics` gets its answer.
+    pub fn set_topic_source(&self, source: Arc<TopicSource>) {
+        *lock(&self.topics) = Some(source);
     }
 
-    /// Validates `bytes` as the new version of `handler` and swaps it in.
-    /// The same bytes as the running version change nothing.
+    /// Takes the registry as loaded from the files (at start, or after a
+    /// re-read) into the version history, and puts each pinned version back
+    /// in service: `how` says why the file versions serve.
+    pub fn adopt(&self, how: How) {
+        let _swapping = lock(&self.swapping);
+        let config = self.config();
+        let registry = self.registry.load_full();
+        for (name, component) in registry.handlers() {
+            let Some(plan) = config.pipeline.handlers.get(name) else {
+                continue;
+            };
+            let file_version = component.version().to_string();
+            lock(&self.file_versions).insert(name.to_string(), file_version.clone());
+            let mut history = self.versions.history(name);
+            if let Ok(bytes) = std::fs::read(&plan.path)
+                && version_of(&bytes) == file_version
+            {
+                self.versions.keep(name, &file_version, &bytes);
+            }
+            match history.pin.clone() {
+                Some(pin) if pin.file_version.as_deref() == Some(&file_version) => {
+                    if pin.version != file_version {
+                        self.restore_pinned(name, &pin, &mut history);
+                    }
+                }
+                Some(pin) => {
+                    tracing::info!(
+                        handler = name,
+                        pinned = %pin.version,
+                        file = %file_version,
+                        "the handler's file changed since its version was pinned: the file's version serves"
+                    );
+                    history.pin = None;
+                    self.record(&mut history, component, how);
+                }
+                None => self.record(&mut history, component, how),
+            }
+            self.versions.save(name, &history);
+        }
+    }
+
+    /// Serves a pinned version again instead of the file's.
+    fn restore_pinned(&self, handler: &str, pin: &Pin, history: &mut History) {
+        let loaded = self.load_kept(handler, &pin.version, history);
+        match loaded {
+            Ok(component) => {
+                let replaced = self.registry.load().handler(handler).cloned();
+                self.put_in_service(
+                    component.clone(),
+                    replaced.as_deref(),
+                    "pinned version kept",
+                );
+                history.record(served(&component, How::Pinned));
+            }
+            Err(reason) => {
+                tracing::warn!(handler, pinned = %pin.version, cause = %reason, "the pinned version cannot serve; the file's version does");
+                history.pin = None;
+            }
+        }
+    }
+
+    /// Compiles and validates a kept version.
+    fn load_kept(
+        &self,
+        handler: &str,
+        version: &str,
+        history: &History,
+    ) -> Result<Arc<HandlerComponent>, String> {
+        let config = self.config();
+        let plan = config
+            .pipeline
+            .handlers
+            .get(handler)
+            .ok_or_else(|| format!("unknown handler `{handler}`"))?;
+        let (bytes, path) = self
+            .versions
+            .bytes(handler, version)
+            .ok_or_else(|| format!("version {version} of `{handler}` is not kept on disk"))?;
+        let origin = history.first_source(version).unwrap_or("unknown");
+        let source = format!("{} (kept; first from {origin})", path.display());
+        validate(
+            &self.sandbox,
+            handler_spec(plan, source),
+            &bytes,
+            &plan.self_test,
+        )
+    }
+
+    fn record(&self, history: &mut History, component: &HandlerComponent, how: How) {
+        history.record(served(component, how));
+    }
+
+    /// Validates `bytes` as the new version of `handler` and swaps it in,
+    /// as an upload: it stays until the file changes or another version is
+    /// installed. The same bytes as the running version change nothing.
     pub fn swap(
         &self,
         handler: &str,
         bytes: &[u8],
         source: String,
+    ) -> Result<Arc<HandlerComponent>, SwapError> {
+        self.install(handler, bytes, source, How::Upload)
+    }
+
+    /// [`Reloader::swap`] for a new version that came as `how` (a file
+    /// change or an upload).
+    pub fn install(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        source: String,
+        how: How,
     ) -> Result<Arc<HandlerComponent>, SwapError> {
         let config = self.config();
         let plan = config
@@ -110,25 +236,80 @@ impl Reloader {
             .get(handler)
             .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
         let _swapping = lock(&self.swapping);
+        let version = version_of(bytes);
+        if how == How::File {
+            lock(&self.file_versions).insert(handler.to_string(), version.clone());
+        }
+        let mut history = self.versions.history(handler);
         let current = self.registry.load().handler(handler).cloned();
-        if let Some(current) = current
-            .as_ref()
-            .filter(|c| c.version() == version_of(bytes))
-        {
+        if let Some(current) = current.as_ref().filter(|c| c.version() == version) {
+            if how == How::File && history.pin.take().is_some() {
+                self.versions.save(handler, &history);
+            }
             return Ok(current.clone());
         }
-        let spec = handler_spec(plan, source);
-        let candidate = validate(&self.sandbox, spec, bytes, &plan.self_test).map_err(|reason| {
-            tracing::warn!(handler, cause = %reason, "new version rejected; the running version keeps serving");
+        let started = Instant::now();
+        let candidate = validate(
+            &self.sandbox,
+            handler_spec(plan, source),
+            bytes,
+            &plan.self_test,
+        )
+        .map_err(|reason| {
+            tracing::warn!(handler, cause = %reason, elapsed_ms = started.elapsed().as_millis() as u64, "new version rejected; the running version keeps serving");
             (self.on_swap)(handler, SwapEvent::Rejected(&reason));
             SwapError::Rejected(reason)
         })?;
-        self.install(candidate.clone(), current);
+        self.versions.keep(handler, &version, bytes);
+        history.pin = match how {
+            // An upload is not what the file holds: it stays until the file
+            // changes or another version is installed.
+            How::Upload => Some(Pin {
+                version: version.clone(),
+                file_version: lock(&self.file_versions).get(handler).cloned(),
+                at: now(),
+            }),
+            _ => None,
+        };
+        history.record(served(&candidate, how));
+        self.versions.save(handler, &history);
+        self.put_in_service(candidate.clone(), current.as_deref(), "handler swapped");
+        tracing::info!(
+            handler,
+            version = candidate.version(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "new version validated and serving"
+        );
         Ok(candidate)
     }
 
-    /// Puts the version that served before the last swap back in service.
+    /// Puts the version that served before the current one back in service,
+    /// one step further back at each call, and pins it.
     pub fn rollback(&self, handler: &str) -> Result<Arc<HandlerComponent>, SwapError> {
+        let _swapping = lock(&self.swapping);
+        self.registry
+            .load()
+            .handler(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let mut history = self.versions.history(handler);
+        let mut walked = history.clone();
+        let target = walked
+            .roll_back()
+            .ok_or_else(|| SwapError::NoPrevious(handler.to_string()))?;
+        let component = self
+            .load_kept(handler, &target, &history)
+            .map_err(SwapError::Rejected)?;
+        history = walked;
+        self.choose(handler, component, &mut history, How::Rollback)
+    }
+
+    /// Serves `version` (a kept one; the serving one when `None`) and pins
+    /// it, so that re-reads and restarts keep it.
+    pub fn pin(
+        &self,
+        handler: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<HandlerComponent>, SwapError> {
         let _swapping = lock(&self.swapping);
         let current = self
             .registry
@@ -136,33 +317,93 @@ impl Reloader {
             .handler(handler)
             .cloned()
             .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
-        let previous = self
-            .previous(handler)
-            .ok_or_else(|| SwapError::NoPrevious(handler.to_string()))?;
-        self.install(previous.clone(), Some(current));
-        Ok(previous)
+        let mut history = self.versions.history(handler);
+        let component = match version {
+            None => current,
+            Some(version) if version == current.version() => current,
+            Some(version) => self
+                .load_kept(handler, version, &history)
+                .map_err(SwapError::Rejected)?,
+        };
+        self.choose(handler, component, &mut history, How::Pin)
     }
 
-    fn install(&self, component: Arc<HandlerComponent>, replaced: Option<Arc<HandlerComponent>>) {
+    fn choose(
+        &self,
+        handler: &str,
+        component: Arc<HandlerComponent>,
+        history: &mut History,
+        how: How,
+    ) -> Result<Arc<HandlerComponent>, SwapError> {
+        history.pin = Some(Pin {
+            version: component.version().to_string(),
+            file_version: lock(&self.file_versions).get(handler).cloned(),
+            at: now(),
+        });
+        history.record(served(&component, how));
+        self.versions.save(handler, history);
+        let replaced = self.registry.load().handler(handler).cloned();
+        if replaced
+            .as_ref()
+            .is_none_or(|old| !Arc::ptr_eq(old, &component))
+        {
+            let why = match how {
+                How::Rollback => "handler rolled back",
+                _ => "handler pinned",
+            };
+            self.put_in_service(component.clone(), replaced.as_deref(), why);
+        }
+        Ok(component)
+    }
+
+    /// Takes a handler no route uses out of service. It comes back with a
+    /// re-read config that still lists it.
+    pub fn remove(&self, handler: &str) -> Result<(), SwapError> {
+        let _swapping = lock(&self.swapping);
+        let config = self.config();
+        let registry = self.registry.load_full();
+        registry
+            .handler(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let users: Vec<String> = config
+            .pipeline
+            .stages
+            .iter()
+            .filter(|stage| stage.routing.handlers().any(|name| name == handler))
+            .map(|stage| stage.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(SwapError::InUse(handler.to_string(), users.join(", ")));
+        }
+        self.registry
+            .store(Arc::new(registry.without_handler(handler)));
+        tracing::info!(handler, "handler removed");
+        (self.on_swap)(handler, SwapEvent::Removed);
+        Ok(())
+    }
+
+    fn put_in_service(
+        &self,
+        component: Arc<HandlerComponent>,
+        replaced: Option<&HandlerComponent>,
+        why: &'static str,
+    ) {
         let next = self.registry.load().with_handler(component.clone());
         self.registry.store(Arc::new(next));
-        let from = replaced.as_ref().map(|c| c.version().to_string());
-        if let Some(replaced) = replaced {
-            lock(&self.previous).insert(component.name().to_string(), replaced);
-        }
         tracing::info!(
             handler = component.name(),
-            from = from.as_deref().unwrap_or("none"),
+            from = replaced.map(|c| c.version()).unwrap_or("none"),
             to = component.version(),
             source = component.source(),
-            "handler swapped"
+            "{why}"
         );
         (self.on_swap)(component.name(), SwapEvent::Serving(&component));
     }
 
     /// Re-reads the config file: handlers are added, removed or replaced
-    /// (unchanged ones keep their compiled version) and routes re-built.
-    /// On any error the running config stays in force.
+    /// (unchanged ones keep their compiled version and pass their self-test
+    /// again), routes re-built, and pinned versions kept. On any error the
+    /// running config stays in force.
     pub fn reload_config(&self) -> Result<LoadedConfig, ConfigError> {
         let (path, selected) = {
             let config = lock(&self.config);
@@ -170,38 +411,97 @@ impl Reloader {
         };
         let mut fresh = LoadedConfig::load(&path)?;
         fresh.selected = selected;
-        let _swapping = lock(&self.swapping);
-        let current = self.registry.load_full();
-        let next = Registry::load(&fresh, &self.sandbox, Some(&current))?;
-        let mut previous = lock(&self.previous);
-        for (name, component) in next.handlers() {
-            match current.handler(name) {
-                Some(old) if Arc::ptr_eq(old, component) => {}
-                old => {
-                    if let Some(old) = old {
-                        previous.insert(name.to_string(), old.clone());
-                    }
-                    tracing::info!(
-                        handler = name,
-                        to = component.version(),
-                        "handler loaded from the re-read config"
-                    );
-                    (self.on_swap)(name, SwapEvent::Serving(component));
+        {
+            let _swapping = lock(&self.swapping);
+            let current = self.registry.load_full();
+            let mut next = Registry::load(&fresh, &self.sandbox, Some(&current))?;
+            // A pinned version keeps serving; `adopt_reloaded` decides below
+            // whether the file changed since the pin.
+            for (name, old) in current.handlers() {
+                let pinned = self
+                    .versions
+                    .history(name)
+                    .pin
+                    .is_some_and(|pin| pin.version == old.version());
+                if pinned && next.handler(name).is_some() {
+                    next = next.with_handler(old.clone());
                 }
             }
-        }
-        for (name, _) in current.handlers() {
-            if next.handler(name).is_none() {
-                previous.remove(name);
-                tracing::info!(handler = name, "handler removed by the re-read config");
-                (self.on_swap)(name, SwapEvent::Removed);
+            for (name, component) in next.handlers() {
+                match current.handler(name) {
+                    Some(old) if Arc::ptr_eq(old, component) => {}
+                    old => {
+                        tracing::info!(
+                            handler = name,
+                            from = old.map(|c| c.version()).unwrap_or("none"),
+                            to = component.version(),
+                            "handler loaded from the re-read config"
+                        );
+                        (self.on_swap)(name, SwapEvent::Serving(component));
+                    }
+                }
             }
+            for (name, _) in current.handlers() {
+                if next.handler(name).is_none() {
+                    tracing::info!(handler = name, "handler removed by the re-read config");
+                    (self.on_swap)(name, SwapEvent::Removed);
+                }
+            }
+            self.registry.store(Arc::new(next));
+            *lock(&self.config) = fresh.clone();
         }
-        drop(previous);
-        self.registry.store(Arc::new(next));
-        *lock(&self.config) = fresh.clone();
+        self.adopt_reloaded(&fresh);
         tracing::info!(config = %path.display(), "config re-read");
         Ok(fresh)
+    }
+
+    /// After a re-read: the file versions of pinned handlers decide whether
+    /// their pins hold; the others' new versions go into the history.
+    fn adopt_reloaded(&self, fresh: &LoadedConfig) {
+        let _swapping = lock(&self.swapping);
+        let registry = self.registry.load_full();
+        for (name, plan) in &fresh.pipeline.handlers {
+            let Some(serving) = registry.handler(name) else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(&plan.path) else {
+                continue;
+            };
+            let file_version = version_of(&bytes);
+            lock(&self.file_versions).insert(name.clone(), file_version.clone());
+            let mut history = self.versions.history(name);
+            let pin_holds = history
+                .pin
+                .as_ref()
+                .is_some_and(|pin| pin.file_version.as_deref() == Some(&file_version));
+            if history.pin.is_some() && !pin_holds {
+                // The file changed since the pin: the file's version wins.
+                history.pin = None;
+                if serving.version() != file_version {
+                    let spec = handler_spec(plan, plan.path.display().to_string());
+                    match validate(&self.sandbox, spec, &bytes, &plan.self_test) {
+                        Ok(component) => {
+                            self.versions.keep(name, &file_version, &bytes);
+                            self.put_in_service(
+                                component.clone(),
+                                Some(serving),
+                                "the file changed since the pin; its version serves",
+                            );
+                            history.record(served(&component, How::Config));
+                        }
+                        Err(reason) => {
+                            tracing::warn!(handler = %name, cause = %reason, "the file's new version is rejected; the pinned version keeps serving");
+                        }
+                    }
+                }
+            } else if !pin_holds
+                && history.stack.last().map(String::as_str) != Some(serving.version())
+            {
+                self.versions.keep(name, serving.version(), &bytes);
+                history.record(served(serving, How::Config));
+            }
+            self.versions.save(name, &history);
+        }
     }
 
     /// The handlers whose files are watched, with their paths.
@@ -217,12 +517,15 @@ impl Reloader {
     }
 
     /// Watches every handler's file (those with `watch: true`) and swaps in a
-    /// new version once a changed file has settled and validates.
+    /// new version once a changed file has settled and validates. The
+    /// baseline is the bytes the host loaded, so a file changed at any
+    /// moment after it was read, start-up included, is picked up.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         struct Seen {
             stamp: (u64, Option<SystemTime>),
             changed_at: Instant,
-            taken: (u64, Option<SystemTime>),
+            /// The stamp whose bytes were compared; `None` at first sight.
+            taken: Option<(u64, Option<SystemTime>)>,
         }
         let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
         let mut rejected: HashMap<String, String> = HashMap::new();
@@ -238,30 +541,33 @@ impl Reloader {
                 let stamp = (metadata.len(), metadata.modified().ok());
                 let entry = seen.entry(path.clone()).or_insert(Seen {
                     stamp,
-                    changed_at: Instant::now(),
-                    taken: stamp,
+                    changed_at: Instant::now() - SETTLE,
+                    taken: None,
                 });
                 if entry.stamp != stamp {
                     entry.stamp = stamp;
                     entry.changed_at = Instant::now();
                     continue;
                 }
-                if entry.taken == stamp || entry.changed_at.elapsed() < SETTLE {
+                if entry.taken == Some(stamp) || entry.changed_at.elapsed() < SETTLE {
                     continue;
                 }
-                entry.taken = stamp;
+                entry.taken = Some(stamp);
                 let Ok(bytes) = std::fs::read(path) else {
                     continue;
                 };
                 let version = version_of(&bytes);
-                if rejected.get(name) == Some(&version) {
+                let known = lock(&self.file_versions).get(name).cloned();
+                if known.as_deref() == Some(&version) || rejected.get(name) == Some(&version) {
                     continue;
                 }
+                tracing::info!(handler = %name, path = %path.display(), version, size = bytes.len(), "handler file changed; compiling and validating the new version");
                 let reloader = self.clone();
                 let (handler, source) = (name.clone(), path.display().to_string());
-                let swapped =
-                    tokio::task::spawn_blocking(move || reloader.swap(&handler, &bytes, source))
-                        .await;
+                let swapped = tokio::task::spawn_blocking(move || {
+                    reloader.install(&handler, &bytes, source, How::File)
+                })
+                .await;
                 match swapped {
                     Ok(Ok(_)) => {
                         rejected.remove(name);
@@ -276,6 +582,15 @@ impl Reloader {
     }
 }
 
+fn served(component: &HandlerComponent, how: How) -> Served {
+    Served {
+        version: component.version().to_string(),
+        source: component.source().to_string(),
+        at: now(),
+        how,
+    }
+}
+
 impl Reloader {
     /// Marks the host healthy (all stages running) or not, for `/healthz`.
     pub fn set_healthy(&self, healthy: bool) {
@@ -283,15 +598,27 @@ impl Reloader {
     }
 
     fn info(&self, component: &HandlerComponent) -> HandlerInfo {
+        let name = component.name();
+        let history = self.versions.history(name);
+        let stack = &history.stack;
         HandlerInfo {
-            name: component.name().to_string(),
+            name: name.to_string(),
             version: component.version().to_string(),
             source: component.source().to_string(),
             loaded_at: rfc3339(component.loaded_at()),
             size: component.size(),
-            previous_version: self
-                .previous(component.name())
-                .map(|previous| previous.version().to_string()),
+            previous_version: stack
+                .len()
+                .checked_sub(2)
+                .and_then(|index| stack.get(index))
+                .cloned(),
+            pinned: history.pin.map(|pin| pin.version),
+            file_version: lock(&self.file_versions).get(name).cloned(),
+            history: history
+                .served
+                .into_iter()
+                .map(|served| serde_json::to_value(served).unwrap_or_default())
+                .collect(),
         }
     }
 }
@@ -313,6 +640,35 @@ impl HandlerControl for Reloader {
     fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
         let component = Reloader::rollback(self, handler)?;
         Ok(self.info(&component))
+    }
+
+    fn pin(&self, handler: &str, version: Option<&str>) -> Result<HandlerInfo, SwapError> {
+        let component = Reloader::pin(self, handler, version)?;
+        Ok(self.info(&component))
+    }
+
+    fn delete(&self, handler: &str) -> Result<(), SwapError> {
+        self.remove(handler)
+    }
+
+    fn logs(&self, handler: &str, after: u64) -> Result<Vec<RecentLine>, SwapError> {
+        self.registry
+            .load()
+            .handler(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        Ok(self
+            .sandbox
+            .log_budget(handler)
+            .map(|budget| budget.recent(after))
+            .unwrap_or_default())
+    }
+
+    fn topics(&self) -> Result<Vec<TopicInfo>, String> {
+        let source = lock(&self.topics).clone();
+        match source {
+            Some(source) => source(),
+            None => Err("the host has no Kafka clients yet".into()),
+        }
     }
 
     fn healthy(&self) -> bool {

@@ -1,4 +1,7 @@
-//! The host side of `wit/stage-handler.wit`: the one `bindgen!` in the host.
+//! The host side of `wit/stage-handler.wit` (package version 0.2.0): the
+//! one `bindgen!` in the host, the borrowed message type the host lowers
+//! straight into a guest, and the imports of components built for the
+//! 0.1.0 package (`wit/0.1.0/`), which keep working unchanged.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -6,12 +9,28 @@ wasmtime::component::bindgen!({
     // Guest calls are async so they run on the tokio workers without
     // blocking them: a long call yields at every epoch tick.
     exports: { default: async },
+    // A state call from a stage without state traps its call.
+    imports: {
+        "stagehost:handler/state.get": trappable,
+        "stagehost:handler/state.set": trappable,
+        "stagehost:handler/state.delete": trappable,
+        "stagehost:handler/state.scan": trappable,
+    },
 });
 
 pub use self::stagehost::handler::log::Level;
+pub use self::stagehost::handler::state::Entry as StateEntry;
 pub use self::stagehost::handler::types::Header;
 
 use wasmtime::component::{ComponentType, Lower};
+
+/// The interfaces of the 0.1.0 package a component may import: the same
+/// `types` (records compare by shape) and `log`.
+pub const LEGACY_TYPES: &str = "stagehost:handler/types@0.1.0";
+/// See [`LEGACY_TYPES`].
+pub const LEGACY_LOG: &str = "stagehost:handler/log@0.1.0";
+/// The name of the state interface a stateful component imports.
+pub const STATE: &str = "stagehost:handler/state@0.2.0";
 
 /// The world's `message`, borrowed: lowered into the guest straight from
 /// the consumed record's buffers, without an owned copy on the host first.

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod routing;
 pub mod sandbox;
 pub mod self_test;
+pub mod state;
 
 pub use failure::{ErrorKind, HandlerFailure};
 pub use registry::{Registry, SharedRegistry, handler_spec};

@@ -90,6 +90,13 @@ impl Registry {
         next
     }
 
+    /// A copy of this registry without one handler.
+    pub fn without_handler(&self, name: &str) -> Self {
+        let mut next = self.clone();
+        next.handlers.remove(name);
+        next
+    }
+
     /// The current version of a handler.
     pub fn handler(&self, name: &str) -> Option<&Arc<HandlerComponent>> {
         self.handlers.get(name)
@@ -127,12 +134,14 @@ fn load_one(
     let reusable = reuse
         .and_then(|old| old.handler(&plan.name))
         .filter(|old| old.version() == version_of(&bytes) && old.spec().same_settings(&spec));
-    if let Some(old) = reusable {
-        return Ok(old.clone());
-    }
-    let component = sandbox
-        .load(spec, &bytes)
-        .map_err(|err| config.error(&field.key("path"), err.to_string()))?;
+    // A kept version passes the config's self-test again: a re-read config
+    // applies the same rules as `host check` and a start.
+    let component = match reusable {
+        Some(old) => old.clone(),
+        None => sandbox
+            .load(spec, &bytes)
+            .map_err(|err| config.error(&field.key("path"), err.to_string()))?,
+    };
     self_test(&component, &plan.self_test)
         .map_err(|reason| config.error(&field.key("self_test"), reason))?;
     Ok(component)

@@ -5,11 +5,12 @@
 //! last and override the host's defaults.
 
 use super::context::{BrokerTrouble, HostContext, HostProducer, StageContext, StatisticsSink};
+use super::embedded::{Bootstrap, EmbeddedBroker};
 use crate::config::{ClientProperties, Delivery, KafkaSettings, StagePlan};
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, StreamConsumer};
 use std::sync::Arc;
 
 /// librdkafka's default `message.max.bytes`.
@@ -23,15 +24,17 @@ pub type StageConsumer = StreamConsumer<StageContext>;
 #[derive(Clone)]
 pub struct Clients {
     bootstrap: String,
+    embedded: Option<Arc<EmbeddedBroker>>,
     settings: KafkaSettings,
     trouble: Arc<BrokerTrouble>,
 }
 
 impl Clients {
     /// Clients of the cluster at `bootstrap`, as `settings` describe them.
-    pub fn new(bootstrap: &str, settings: &KafkaSettings) -> Self {
+    pub fn new(bootstrap: &Bootstrap, settings: &KafkaSettings) -> Self {
         Self {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: bootstrap.bootstrap().to_string(),
+            embedded: bootstrap.embedded().cloned(),
             settings: settings.clone(),
             trouble: Arc::default(),
         }
@@ -40,6 +43,11 @@ impl Clients {
     /// The bootstrap servers.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// The embedded broker, when the clients use it.
+    pub fn embedded(&self) -> Option<&Arc<EmbeddedBroker>> {
+        self.embedded.as_ref()
     }
 
     /// The settings the clients are made from.
@@ -117,6 +125,22 @@ impl Clients {
                 stage.name
             )
         })
+    }
+
+    /// Creates a consumer in `group` that joins nothing: for reading the
+    /// group's committed offsets and the partitions' watermarks.
+    pub fn inspector(&self, group: &str) -> anyhow::Result<BaseConsumer<HostContext>> {
+        let mut config = consumer_config(
+            &self.bootstrap,
+            &self.settings.properties,
+            group,
+            "stagehost-inspector",
+            true,
+        );
+        config.set("enable.auto.commit", "false");
+        config
+            .create_with_context(self.context())
+            .context("creating a Kafka consumer to read offsets")
     }
 
     /// Creates an admin client.

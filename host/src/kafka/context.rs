@@ -27,7 +27,12 @@ pub struct BrokerTrouble {
 
 #[derive(Default)]
 struct TroubleState {
+    /// While the host waits for the brokers at start, complaints are only
+    /// counted: the wait ends with one line of its own.
+    quiet: bool,
     authentication: Option<String>,
+    first: Option<String>,
+    complaints: u64,
     last: Option<String>,
     seen: HashMap<String, (u64, Instant)>,
 }
@@ -39,6 +44,11 @@ impl BrokerTrouble {
             state.authentication = Some(complaint.to_string());
         }
         state.last = Some(complaint.to_string());
+        state.first.get_or_insert_with(|| complaint.to_string());
+        state.complaints += 1;
+        if state.quiet {
+            return;
+        }
         // The same complaint from another broker or with another count of
         // suppressed repeats is the same complaint.
         let shape = complaint_shape(complaint);
@@ -76,6 +86,18 @@ impl BrokerTrouble {
             .clone()
     }
 
+    /// Counts complaints without logging them (`true`), or logs them again.
+    pub fn set_quiet(&self, quiet: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.quiet = quiet;
+    }
+
+    /// The first complaint and how many came in all.
+    pub fn first(&self) -> Option<(String, u64)> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.first.clone().map(|first| (first, state.complaints))
+    }
+
     /// The newest complaint, if any.
     pub fn last(&self) -> Option<String> {
         self.state
@@ -104,7 +126,10 @@ impl BrokerTrouble {
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error
             | RDKafkaLogLevel::Warning => {
-                self.note(&format!("kafka {facility}: {message}"), false, false)
+                // A failed connection also comes through the error callback.
+                if facility != "FAIL" {
+                    self.note(&format!("kafka {facility}: {message}"), false, false)
+                }
             }
             _ => tracing::debug!(target: "librdkafka", facility, "{message}"),
         }
@@ -145,6 +170,10 @@ impl ClientContext for HostContext {
         self.trouble.error(&error, reason);
     }
 }
+
+/// The inspector consumers (offsets, watermarks) join no group: the default
+/// rebalance callbacks are all they need.
+impl rdkafka::consumer::ConsumerContext for HostContext {}
 
 /// The host's producer.
 pub type HostProducer = FutureProducer<HostContext>;

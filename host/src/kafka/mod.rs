@@ -19,5 +19,5 @@ pub use clients::{
     producer_config,
 };
 pub use context::{BrokerTrouble, HostContext, HostProducer, StageContext, StatisticsSink};
-pub use embedded::Bootstrap;
+pub use embedded::{Bootstrap, EmbeddedBroker, embedded_listen};
 pub use topics::{CONNECT_WAIT, ensure_topics, security_summary, wait_reachable};

@@ -14,8 +14,14 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// Creates the given topics where they are missing.
 pub async fn ensure_topics(clients: &Clients, topics: &[&str]) -> anyhow::Result<()> {
-    let admin = clients.admin()?;
     let creation = clients.settings().topics;
+    if let Some(embedded) = clients.embedded() {
+        for topic in topics {
+            embedded.create_topic(topic, creation.partitions)?;
+        }
+        return Ok(());
+    }
+    let admin = clients.admin()?;
     let bootstrap = clients.bootstrap();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
@@ -49,8 +55,25 @@ pub async fn ensure_topics(clients: &Clients, topics: &[&str]) -> anyhow::Result
 pub async fn wait_reachable(
     producer: &HostProducer,
     clients: &Clients,
-    wait: Duration,
+    wait_for: Duration,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let trouble = clients.trouble();
+    trouble.set_quiet(true);
+    let reached = wait(producer, clients, wait_for).await;
+    // After a failure the host stops: its one line said it all.
+    if reached.is_ok() {
+        trouble.set_quiet(false);
+    }
+    if reached.is_ok()
+        && let Some((first, count)) = trouble.first()
+    {
+        tracing::info!(complaints = count, first = %first, "the brokers answered after {} ms", started.elapsed().as_millis());
+    }
+    reached
+}
+
+async fn wait(producer: &HostProducer, clients: &Clients, wait: Duration) -> anyhow::Result<()> {
     use rdkafka::producer::Producer as _;
     let started = Instant::now();
     let bootstrap = clients.bootstrap();
@@ -74,13 +97,16 @@ pub async fn wait_reachable(
             );
         }
         if started.elapsed() >= wait {
-            let cause = clients
-                .trouble()
-                .last()
-                .unwrap_or_else(|| failure.to_string());
+            let cause = match clients.trouble().first() {
+                Some((first, count)) => {
+                    let first = first.strip_prefix("kafka: ").unwrap_or(&first).to_string();
+                    format!("{first} ({count} complaint(s) from librdkafka)")
+                }
+                None => failure.to_string(),
+            };
             anyhow::bail!(
-                "cannot reach Kafka at {bootstrap} within {} s: {cause} \
-                 (is a broker running there? `make kafka-up` starts one on 127.0.0.1:9092)",
+                "cannot reach Kafka at {bootstrap} within {} s: {cause}; \
+                 is a broker running there? (`make kafka-up` starts one on 127.0.0.1:9092)",
                 wait.as_secs()
             );
         }

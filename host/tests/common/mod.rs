@@ -116,6 +116,9 @@ stages:
 
 /// Parses config text as if it were a file at the repository root.
 pub fn config_from(yaml: String) -> LoadedConfig {
+    // Each host keeps its handler versions apart from every other test's.
+    let data_dir = std::env::temp_dir().join(unique("stagehost-data"));
+    let yaml = format!("data_dir: {}\n{yaml}", data_dir.display());
     LoadedConfig::from_source(&repo_root().join("test-config.yml"), yaml)
         .expect("test config is valid")
 }

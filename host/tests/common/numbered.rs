@@ -302,6 +302,11 @@ impl HostProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Whether the process runs (it was not stopped by the test).
     pub fn is_running(&self) -> bool {
         self.child.is_some()

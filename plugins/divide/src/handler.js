@@ -11,7 +11,7 @@
 // Any other exception traps: the host dead-letters the message with the
 // error kind `trap` and starts a fresh instance.
 
-import { log } from 'stagehost:handler/log@0.1.0';
+import { log } from 'stagehost:handler/log@0.2.0';
 import { InvalidInput, handleValue } from './divide.js';
 
 /** Called once per instance with the handler's `settings`; any are accepted. */
@@ -34,4 +34,18 @@ export function handle(msg) {
   }
   // key: undefined keeps the input key; topic: undefined sends to the stage's output.
   return [{ value, key: undefined, headers: [], topic: undefined }];
+}
+
+/** Several messages in one call, one result each, as `handle` gives them. */
+export function handleBatch(msgs) {
+  return msgs.map((msg) => {
+    try {
+      return { tag: 'ok', val: handle(msg) };
+    } catch (err) {
+      if (err && (err.tag === 'invalid-input' || err.tag === 'transient')) {
+        return { tag: 'err', val: err };
+      }
+      throw err;
+    }
+  });
 }

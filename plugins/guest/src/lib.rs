@@ -95,6 +95,7 @@ pub mod bindings {
 pub mod alloc;
 pub mod log;
 mod message;
+pub mod state;
 
 /// Small blocks from free lists, the rest from the standard allocator
 /// (see [`alloc`]); off with `default-features = false`.
@@ -108,10 +109,42 @@ static GLOBAL: alloc::SizeClasses<std::alloc::System> = alloc::SizeClasses::new(
 
 pub use message::handle_json;
 
-/// The trait a handler component implements: the world's `init` and `handle`
-/// exports. Implement it for a unit struct and export that with
+/// The trait a handler component implements: the world's `init`, `handle`
+/// and `handle-batch` exports (the last one defaults to `handle` for each
+/// message). Implement it for a unit struct and export that with
 /// [`export_handler!`], or let [`json_handler!`] do both.
-pub use bindings::Guest;
+pub trait Guest {
+    /// Called once per instance with the handler's settings.
+    fn init(settings: Settings) -> Result<(), String>;
+
+    /// Processes one message.
+    fn handle(msg: Message) -> Result<Vec<Output>, HandlerError>;
+
+    /// Processes several messages in order, one result each: by default
+    /// `handle` on each.
+    fn handle_batch(msgs: Vec<Message>) -> Vec<Result<Vec<Output>, HandlerError>> {
+        msgs.into_iter().map(Self::handle).collect()
+    }
+}
+
+/// The exports of a [`Guest`], as the generated bindings want them. Used by
+/// [`export_handler!`]; not for direct use.
+#[doc(hidden)]
+pub struct Exported<T>(core::marker::PhantomData<T>);
+
+impl<T: Guest> bindings::Guest for Exported<T> {
+    fn init(settings: Settings) -> Result<(), String> {
+        T::init(settings)
+    }
+
+    fn handle(msg: Message) -> Result<Vec<Output>, HandlerError> {
+        T::handle(msg)
+    }
+
+    fn handle_batch(msgs: Vec<Message>) -> Vec<Result<Vec<Output>, HandlerError>> {
+        T::handle_batch(msgs)
+    }
+}
 
 /// One Kafka record header (name and raw bytes).
 pub use bindings::stagehost::handler::types::Header;
@@ -184,7 +217,9 @@ pub fn setting<'a>(settings: &'a Settings, name: &str) -> Option<&'a str> {
 #[macro_export]
 macro_rules! export_handler {
     ($ty:ident) => {
-        $crate::bindings::export!($ty with_types_in $crate::bindings);
+        #[doc(hidden)]
+        type StagehostExported = $crate::Exported<$ty>;
+        $crate::bindings::export!(StagehostExported with_types_in $crate::bindings);
     };
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,6 +23,72 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// How often dropped guest output is summarised, per handler.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Guest lines kept per handler for `host logs` (`GET /handlers/NAME/logs`).
+pub const RECENT_LINES: usize = 500;
+
+/// What an instance is running, for its log lines: the message's partition
+/// and offset, or a self-test. Shared by the instance's streams and its
+/// `log` import; set before each call.
+#[derive(Debug, Default)]
+pub struct CallPlace {
+    partition: AtomicI64,
+    offset: AtomicI64,
+    self_test: AtomicBool,
+}
+
+impl CallPlace {
+    const NONE: i64 = i64::MIN;
+
+    /// Nothing known yet.
+    pub fn new() -> Arc<Self> {
+        let place = Self::default();
+        place.partition.store(Self::NONE, Ordering::Relaxed);
+        place.offset.store(Self::NONE, Ordering::Relaxed);
+        Arc::new(place)
+    }
+
+    /// The instance now handles the message at `partition`/`offset`.
+    pub fn at(&self, partition: i32, offset: i64) {
+        self.partition
+            .store(i64::from(partition), Ordering::Relaxed);
+        self.offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// The instance runs self-test cases.
+    pub fn self_test(&self) {
+        self.self_test.store(true, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> (Option<i64>, Option<i64>, bool) {
+        let known = |value: i64| (value != Self::NONE).then_some(value);
+        (
+            known(self.partition.load(Ordering::Relaxed)),
+            known(self.offset.load(Ordering::Relaxed)),
+            self.self_test.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One guest line as kept for `host logs`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentLine {
+    /// Its place in the handler's sequence of kept lines (from 1).
+    pub seq: u64,
+    /// When it was written, RFC 3339 UTC.
+    pub time: String,
+    /// `stdout`, `stderr` or `log`.
+    pub stream: &'static str,
+    /// Its level: `info` for stdout, `warn` for stderr, the guest's for `log`.
+    pub level: &'static str,
+    /// The input partition of the message being handled, if any.
+    pub partition: Option<i64>,
+    /// Its offset, if any.
+    pub offset: Option<i64>,
+    /// Whether it came from a self-test.
+    pub self_test: bool,
+    /// The line, as logged.
+    pub text: String,
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -57,6 +123,7 @@ pub struct LogBudget {
     handler: Arc<str>,
     state: Mutex<BudgetState>,
     dropped_lines: AtomicU64,
+    recent: Mutex<(u64, std::collections::VecDeque<RecentLine>)>,
 }
 
 struct BudgetState {
@@ -83,7 +150,28 @@ impl LogBudget {
                 summarised: None,
             }),
             dropped_lines: AtomicU64::new(0),
+            recent: Mutex::default(),
         }
+    }
+
+    /// The kept lines after `after` (a `seq`), oldest first.
+    pub fn recent(&self, after: u64) -> Vec<RecentLine> {
+        lock(&self.recent)
+            .1
+            .iter()
+            .filter(|line| line.seq > after)
+            .cloned()
+            .collect()
+    }
+
+    fn keep(&self, mut line: RecentLine) {
+        let mut recent = lock(&self.recent);
+        recent.0 += 1;
+        line.seq = recent.0;
+        if recent.1.len() == RECENT_LINES {
+            recent.1.pop_front();
+        }
+        recent.1.push_back(line);
     }
 
     /// The handler this budget belongs to.
@@ -169,7 +257,7 @@ impl LogBudget {
     /// Writes one guest line to the host log, if the budget allows: cut to
     /// `max_line_bytes` (with `cut` more bytes already gone), control
     /// characters escaped.
-    pub fn emit(&self, stream: Stream, line: &[u8], cut: usize) {
+    pub fn emit(&self, stream: Stream, place: &CallPlace, line: &[u8], cut: usize) {
         let max = lock(&self.state).limits.max_line_bytes as usize;
         let kept = &line[..line.len().min(max)];
         let cut = cut + (line.len() - kept.len());
@@ -182,21 +270,46 @@ impl LogBudget {
         }
         let handler = &*self.handler;
         let stream_name = stream.name();
-        match stream {
-            Stream::Stdout => {
-                tracing::info!(target: "guest", handler, stream = stream_name, "{text}")
-            }
-            Stream::Stderr => {
-                tracing::warn!(target: "guest", handler, stream = stream_name, "{text}")
-            }
-            Stream::Log(level) => match level {
-                Level::Trace => tracing::trace!(target: "guest", handler, "{text}"),
-                Level::Debug => tracing::debug!(target: "guest", handler, "{text}"),
-                Level::Info => tracing::info!(target: "guest", handler, "{text}"),
-                Level::Warn => tracing::warn!(target: "guest", handler, "{text}"),
-                Level::Error => tracing::error!(target: "guest", handler, "{text}"),
-            },
+        let (partition, offset, self_test) = place.read();
+        // Self-test output is not traffic: tagged, and at debug level.
+        let level = match (stream, self_test) {
+            (_, true) => Level::Debug,
+            (Stream::Stdout, false) => Level::Info,
+            (Stream::Stderr, false) => Level::Warn,
+            (Stream::Log(level), false) => level,
+        };
+        macro_rules! guest_event {
+            ($event:ident) => {
+                tracing::$event!(target: "guest", handler, stream = stream_name, partition, offset, self_test, "{text}")
+            };
         }
+        match level {
+            Level::Trace => guest_event!(trace),
+            Level::Debug => guest_event!(debug),
+            Level::Info => guest_event!(info),
+            Level::Warn => guest_event!(warn),
+            Level::Error => guest_event!(error),
+        }
+        self.keep(RecentLine {
+            seq: 0,
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            stream: stream_name,
+            level: level_name(level),
+            partition,
+            offset,
+            self_test,
+            text,
+        });
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
     }
 }
 
@@ -268,6 +381,7 @@ impl LogBudgets {
 #[derive(Clone)]
 pub struct GuestOutput {
     budget: Arc<LogBudget>,
+    place: Arc<CallPlace>,
     stream: Stream,
     line: Arc<Mutex<PartialLine>>,
 }
@@ -282,9 +396,10 @@ struct PartialLine {
 
 impl GuestOutput {
     /// The stdout or stderr stream of an instance of the budget's handler.
-    pub fn new(budget: Arc<LogBudget>, stream: Stream) -> Self {
+    pub fn new(budget: Arc<LogBudget>, place: Arc<CallPlace>, stream: Stream) -> Self {
         Self {
             budget,
+            place,
             stream,
             line: Arc::default(),
         }
@@ -303,7 +418,8 @@ impl GuestOutput {
             match end {
                 Some(end) => {
                     let done = std::mem::take(&mut *line);
-                    self.budget.emit(self.stream, &done.kept, done.cut);
+                    self.budget
+                        .emit(self.stream, &self.place, &done.kept, done.cut);
                     bytes = &bytes[end + 1..];
                 }
                 None => break,
@@ -315,7 +431,8 @@ impl GuestOutput {
         let mut line = lock(&self.line);
         if !line.kept.is_empty() || line.cut > 0 {
             let done = std::mem::take(&mut *line);
-            self.budget.emit(self.stream, &done.kept, done.cut);
+            self.budget
+                .emit(self.stream, &self.place, &done.kept, done.cut);
         }
     }
 }
@@ -423,7 +540,7 @@ mod tests {
     fn long_lines_are_cut_and_partial_lines_are_bounded() {
         let budgets = LogBudgets::default();
         let budget = budgets.budget("h", limits(1000, 1 << 20));
-        let output = GuestOutput::new(budget.clone(), Stream::Stdout);
+        let output = GuestOutput::new(budget.clone(), CallPlace::new(), Stream::Stdout);
         output.write_bytes(&vec![b'x'; 10_000]);
         assert_eq!(lock(&output.line).kept.len(), 100);
         assert_eq!(lock(&output.line).cut, 9_900);

@@ -14,12 +14,14 @@
 
 mod guest_output;
 
-pub use guest_output::{LogBudget, LogBudgets};
+pub use guest_output::{CallPlace, LogBudget, LogBudgets, RecentLine};
 
 use super::bindings::{
-    self, HandlerError, Level, Message, MessageRef, Output, StageHandler, StageHandlerPre,
+    self, HandlerError, LEGACY_LOG, LEGACY_TYPES, Level, Message, MessageRef, Output, STATE,
+    StageHandler,
 };
 use super::failure::HandlerFailure;
+use super::state::StateAccess;
 use crate::config::{Limits, Pipeline};
 use guest_output::{GuestOutput, Stream};
 use sha2::{Digest, Sha256};
@@ -27,7 +29,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::{Component, Func, HasSelf, Linker, ResourceTable, TypedFunc};
+use wasmtime::component::{
+    Component, Func, HasSelf, InstancePre, Linker, ResourceTable, TypedFunc,
+};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -138,6 +142,17 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         StageHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        // Components built for the 0.1.0 package import its `types` (records
+        // only) and `log`: the same host function serves them.
+        linker.instance(LEGACY_TYPES)?;
+        linker.instance(LEGACY_LOG)?.func_wrap(
+            "log",
+            |mut store: wasmtime::StoreContextMut<'_, GuestState>,
+             (level, message): (Level, String)| {
+                bindings::stagehost::handler::log::Host::log(store.data_mut(), level, message);
+                Ok(())
+            },
+        )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let log_budgets = Arc::new(LogBudgets::default());
@@ -185,6 +200,14 @@ impl Sandbox {
         &self.log_budgets
     }
 
+    /// The budget (and the recent guest lines) of `handler`, if it has one.
+    pub fn log_budget(&self, handler: &str) -> Option<Arc<LogBudget>> {
+        self.log_budgets
+            .all()
+            .into_iter()
+            .find(|budget| budget.handler() == handler)
+    }
+
     /// Compiles and links a component, then runs `init` once in a fresh
     /// instance to prove it works. Nothing here touches the message path.
     pub fn load(
@@ -197,16 +220,28 @@ impl Sandbox {
             handler: handler.clone(),
             reason: format!("{err:#}"),
         })?;
-        let wrong_world = |err: wasmtime::Error| LoadError::WrongWorld {
+        let wrong_world = |reason: String| LoadError::WrongWorld {
             handler: handler.clone(),
-            reason: format!("{err:#}"),
+            reason,
         };
-        let instance_pre = self
+        let shape = component.component_type();
+        let exports: Vec<String> = shape
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for needed in ["init", "handle"] {
+            if !exports.iter().any(|name| name == needed) {
+                return Err(wrong_world(format!("it exports no `{needed}`")));
+            }
+        }
+        let uses_state = shape.imports(&self.engine).any(|(name, _)| name == STATE);
+        let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(wrong_world)?;
-        let pre = StageHandlerPre::new(instance_pre).map_err(wrong_world)?;
+            .map_err(|err| wrong_world(format!("{err:#}")))?;
         let loaded = Arc::new(HandlerComponent {
+            uses_state,
+            has_batch: exports.iter().any(|name| name == "handle-batch"),
             log_budget: self.log_budgets.budget(&spec.name, spec.limits.log),
             version: version_of(bytes),
             size: bytes.len(),
@@ -287,9 +322,13 @@ pub struct HandlerComponent {
     version: String,
     size: usize,
     loaded_at: SystemTime,
-    pre: StageHandlerPre<GuestState>,
+    pre: InstancePre<GuestState>,
     sandbox: Arc<Sandbox>,
     log_budget: Arc<LogBudget>,
+    /// Whether the component imports `state`.
+    uses_state: bool,
+    /// Whether the component exports `handle-batch` (package 0.2.0).
+    has_batch: bool,
 }
 
 impl HandlerComponent {
@@ -328,6 +367,16 @@ impl HandlerComponent {
         self.spec.limits
     }
 
+    /// Whether the component imports the `state` interface.
+    pub fn uses_state(&self) -> bool {
+        self.uses_state
+    }
+
+    /// Whether the component exports `handle-batch`.
+    pub fn has_batch(&self) -> bool {
+        self.has_batch
+    }
+
     /// Creates a fresh instance and runs its `init`, within the handler's
     /// time limit.
     pub async fn instantiate(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
@@ -337,15 +386,25 @@ impl HandlerComponent {
 
     async fn instantiate_unbounded(self: &Arc<Self>) -> Result<HandlerInstance, HandlerFailure> {
         let budget = self.log_budget.clone();
+        let place = CallPlace::new();
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(budget.clone(), Stream::Stdout))
-            .stderr(GuestOutput::new(budget.clone(), Stream::Stderr))
+            .stdout(GuestOutput::new(
+                budget.clone(),
+                place.clone(),
+                Stream::Stdout,
+            ))
+            .stderr(GuestOutput::new(
+                budget.clone(),
+                place.clone(),
+                Stream::Stderr,
+            ))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
         let state = GuestState {
             log: budget,
+            place,
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
@@ -353,6 +412,7 @@ impl HandlerComponent {
                 exceeded: false,
             },
             deadline: Instant::now(),
+            state: None,
         };
         let mut store = Store::new(&self.sandbox.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -373,7 +433,6 @@ impl HandlerComponent {
         instance.arm();
         let instantiated = self
             .pre
-            .instance_pre()
             .instantiate_async(&mut instance.store)
             .await
             .map_err(|err| instance.classify(err))
@@ -382,19 +441,22 @@ impl HandlerComponent {
                 other => other,
             })?;
         let wrong_world = |err: wasmtime::Error| HandlerFailure::Instantiate(format!("{err:#}"));
-        let bindings =
-            StageHandler::new(&mut instance.store, &instantiated).map_err(wrong_world)?;
         // Checked once here, so that each call can skip the check.
         let handle = instantiated
             .get_typed_func::<HandleParams<'static>, HandleResults>(&mut instance.store, "handle")
             .map_err(wrong_world)?;
+        let init = instantiated
+            .get_typed_func::<InitParams<'_>, InitResults>(&mut instance.store, "init")
+            .map_err(wrong_world)?;
         instance.arm();
-        match bindings
-            .call_init(&mut instance.store, &self.spec.settings)
+        match init
+            .call_async(&mut instance.store, (&self.spec.settings,))
             .await
         {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(HandlerFailure::Instantiate(format!("init: {reason}"))),
+            Ok((Ok(()),)) => {}
+            Ok((Err(reason),)) => {
+                return Err(HandlerFailure::Instantiate(format!("init: {reason}")));
+            }
             Err(err) => return Err(instance.classify(err)),
         }
         instance.handle = Some(*handle.func());
@@ -402,6 +464,10 @@ impl HandlerComponent {
     }
 }
 
+/// The parameters of the world's `init` export.
+type InitParams<'a> = (&'a [(String, String)],);
+/// What `init` returns.
+type InitResults = (Result<(), String>,);
 /// The parameters of the world's `handle` export, lowered from borrowed data.
 type HandleParams<'a> = (MessageRef<'a>,);
 /// What `handle` returns.
@@ -422,6 +488,23 @@ impl HandlerInstance {
         &self.component
     }
 
+    /// Lends the instance its stage's state for the next calls (until
+    /// [`HandlerInstance::take_state`]).
+    pub fn lend_state(&mut self, state: Box<dyn StateAccess>) {
+        self.store.data_mut().state = Some(state);
+    }
+
+    /// Takes back the state lent with [`HandlerInstance::lend_state`].
+    pub fn take_state(&mut self) -> Option<Box<dyn StateAccess>> {
+        self.store.data_mut().state.take()
+    }
+
+    /// Marks this instance as running self-test cases: its guest output is
+    /// tagged so, and logged at debug level.
+    pub fn for_self_test(&self) {
+        self.store.data().place.self_test();
+    }
+
     /// Runs `handle` on one message within the handler's limits. After a
     /// failure whose [`HandlerFailure::poisons_instance`] is true the caller
     /// must drop this instance.
@@ -437,6 +520,10 @@ impl HandlerInstance {
         message: MessageRef<'_>,
     ) -> Result<Vec<Output>, HandlerFailure> {
         self.arm();
+        self.store
+            .data()
+            .place
+            .at(message.partition, message.offset);
         let func = self
             .handle
             .ok_or_else(|| HandlerFailure::Instantiate("instance was not initialised".into()))?;
@@ -514,11 +601,15 @@ async fn within_limit<T>(
 pub struct GuestState {
     /// The handler's guest-output budget (for `log`, stdout and stderr).
     log: Arc<LogBudget>,
+    /// What the instance runs, for its log lines.
+    place: Arc<CallPlace>,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     /// When the running call must stop.
     deadline: Instant,
+    /// The stage's state for the message being handled, when lent.
+    pub(super) state: Option<Box<dyn StateAccess>>,
 }
 
 impl WasiView for GuestState {
@@ -534,7 +625,8 @@ impl bindings::stagehost::handler::types::Host for GuestState {}
 
 impl bindings::stagehost::handler::log::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        self.log.emit(Stream::Log(level), message.as_bytes(), 0);
+        self.log
+            .emit(Stream::Log(level), &self.place, message.as_bytes(), 0);
     }
 }
 
