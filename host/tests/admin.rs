@@ -145,6 +145,7 @@ async fn start(token: Option<&str>) -> Server {
         token.map(str::to_string),
         control.clone(),
         metrics.clone(),
+        Default::default(),
         async move {
             let _ = stopped.await;
         },

@@ -54,9 +54,13 @@ fn the_shipped_config_runs_on_the_embedded_broker() {
         &address,
     ]);
     assert!(sent.status.success(), "{sent:?}");
+    // From the beginning: waits for the first result, however soon after
+    // the send this runs.
     let tailed = host(&[
         "tail",
         "calc-results",
+        "--offset",
+        "beginning",
         "--count",
         "1",
         "--brokers",

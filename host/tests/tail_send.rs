@@ -538,3 +538,39 @@ fn tail_of_a_missing_topic_names_topic_and_brokers() {
     );
     assert!(stderr.lines().count() < 5, "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_reads_past_transaction_markers_and_aborted_records() {
+    use rdkafka::producer::Producer as _;
+    let topic = unique("tail-transactions");
+    create_topic(&topic, 1).await;
+    let transactional: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("tail-test"))
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    transactional.init_transactions(timeout).unwrap();
+    // Offsets: 0 "kept", 1 its commit marker, 2 "dropped", 3 its abort marker.
+    for (value, commit) in [(&b"kept"[..], true), (b"dropped", false)] {
+        transactional.begin_transaction().unwrap();
+        produce(
+            &transactional,
+            &topic,
+            Produce {
+                value,
+                ..Produce::default()
+            },
+        )
+        .await;
+        if commit {
+            transactional.commit_transaction(timeout).unwrap();
+        } else {
+            transactional.abort_transaction(timeout).unwrap();
+        }
+    }
+    let stdout = tail(&topic, &["--count", "1", "--format", r"%o:%s\n"]);
+    assert_eq!(text(&stdout), "0:kept\n");
+    let stdout = tail(&topic, &["--count", "5", "--format", r"%o:%s\n"]);
+    assert_eq!(text(&stdout), "0:kept\n");
+}

@@ -7,7 +7,7 @@
 //! selected partitions, in timestamp order, and exits; otherwise it follows
 //! the partitions and prints records as they arrive.
 
-use crate::kafka::headers::raw_headers;
+use crate::kafka::headers::{base64, raw_headers};
 use crate::kafka::{BrokerTrouble, CONNECT_WAIT, HostContext};
 use anyhow::Context as _;
 use rdkafka::client::{Client, ClientContext};
@@ -183,6 +183,8 @@ pub fn tail(brokers: &str, topic: &str, options: &TailOptions) -> anyhow::Result
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
+        // What the pipeline's readers see: no aborted transactions.
+        .set("isolation.level", "read_committed")
         .create_with_context(TailContext(HostContext::new(trouble.clone())))
         .context("creating the Kafka consumer")?;
     wait_for_brokers(consumer.client(), &trouble, brokers)?;
@@ -328,6 +330,9 @@ fn watermarks(
 /// Prints the newest `count` records of the partitions, in timestamp order
 /// (ties by partition and offset): reads each partition from
 /// max(low, high - count) up to the high watermark it had at the start.
+/// Offsets that hold no record to show (transaction markers, aborted
+/// records) can leave a partition short: it is then read further back, in
+/// widening windows, until it has `count` records or its start is reached.
 fn newest(
     consumer: &BaseConsumer<TailContext>,
     topic: &str,
@@ -337,26 +342,92 @@ fn newest(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let wanted = i64::try_from(count).unwrap_or(i64::MAX);
-    // Partition -> its high watermark, while it has records to read.
-    let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
+    // Partition -> the window of offsets to read next, and what it holds.
+    let mut windows = BTreeMap::new();
     for &partition in partitions {
         let (low, high) = watermarks(consumer, topic, partition)?;
         let start = low.max(high.saturating_sub(wanted));
         if start < high && count > 0 {
-            assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-            ends.insert(partition, high);
+            windows.insert(
+                partition,
+                Window {
+                    low,
+                    start,
+                    end: high,
+                    found: 0,
+                },
+            );
         }
     }
     let mut records = Vec::new();
-    if !ends.is_empty() {
-        consumer.assign(&assignment)?;
+    let mut pending: Vec<i32> = windows.keys().copied().collect();
+    while !pending.is_empty() {
+        read_windows(consumer, topic, &pending, &mut windows, options, &mut records)?;
+        pending.clear();
+        for (&partition, window) in &mut windows {
+            if window.found < count && window.start > window.low {
+                let width = (window.end - window.start).saturating_mul(2).max(wanted);
+                window.end = window.start;
+                window.start = window.low.max(window.start.saturating_sub(width));
+                pending.push(partition);
+            }
+        }
     }
+    records.sort_by_key(|r| (r.timestamp.unwrap_or(i64::MIN), r.partition, r.offset));
+    let skip = records.len().saturating_sub(count);
+    let mut line = Vec::new();
+    for record in &records[skip..] {
+        line.clear();
+        record.render(topic, &options.format, &mut line);
+        out.write_all(&line)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The offsets of a partition `host tail --count` reads next.
+struct Window {
+    /// The partition's low watermark.
+    low: i64,
+    /// The first offset to read.
+    start: i64,
+    /// The offset after the last one to read.
+    end: i64,
+    /// Records found in this partition so far (all windows).
+    found: usize,
+}
+
+/// Reads the windows of `partitions` into `records`. A partition is done at
+/// the first record at or past its window's end, or at the end of the
+/// partition.
+fn read_windows(
+    consumer: &BaseConsumer<TailContext>,
+    topic: &str,
+    partitions: &[i32],
+    windows: &mut BTreeMap<i32, Window>,
+    options: &TailOptions,
+    records: &mut Vec<Record>,
+) -> anyhow::Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    // Partition -> the end of its window, while it is being read.
+    let mut ends = BTreeMap::new();
+    for &partition in partitions {
+        let window = &windows[&partition];
+        assignment.add_partition_offset(topic, partition, Offset::Offset(window.start))?;
+        ends.insert(partition, window.end);
+    }
+    consumer.assign(&assignment)?;
     let stall = options.idle_timeout.unwrap_or(SNAPSHOT_STALL);
     let mut last = Instant::now();
     while !ends.is_empty() {
         if last.elapsed() >= stall {
             if options.idle_timeout.is_some() {
+                // Idle: take what came, and read no further back.
+                for partition in ends.keys() {
+                    if let Some(window) = windows.get_mut(partition) {
+                        window.low = window.start;
+                    }
+                }
                 break;
             }
             let waiting: Vec<String> = ends.keys().map(i32::to_string).collect();
@@ -392,17 +463,11 @@ fn newest(
         if message.offset() + 1 >= end {
             ends.remove(&partition);
         }
+        if let Some(window) = windows.get_mut(&partition) {
+            window.found += 1;
+        }
         records.push(Record::of(&message));
     }
-    records.sort_by_key(|r| (r.timestamp.unwrap_or(i64::MIN), r.partition, r.offset));
-    let skip = records.len().saturating_sub(count);
-    let mut line = Vec::new();
-    for record in &records[skip..] {
-        line.clear();
-        record.render(topic, &options.format, &mut line);
-        out.write_all(&line)?;
-    }
-    out.flush()?;
     Ok(())
 }
 
@@ -617,27 +682,6 @@ fn json_bytes(out: &mut String, bytes: Option<&[u8]>) {
     }
 }
 
-/// Standard base64 (RFC 4648, with padding).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                text.push(char::from(ALPHABET[(n >> shift & 63) as usize]));
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
-}
 
 /// Milliseconds since the epoch as RFC 3339 in UTC with milliseconds:
 /// `2025-01-02T03:04:05.678Z`.

@@ -34,15 +34,18 @@ impl LoadedConfig {
         let config = &self.pipeline;
         let mut out = String::new();
         let kafka = &config.kafka;
+        let brokers_at = FieldPath::default().key("kafka").key("brokers");
         let brokers = match &kafka.brokers {
-            Brokers::Embedded => EMBEDDED_BROKERS,
-            Brokers::Servers(servers) => servers.as_str(),
+            Brokers::Embedded => EMBEDDED_BROKERS.to_string(),
+            // A list's items may each be a reference, shown instead.
+            Brokers::Servers(servers) => servers
+                .split(',')
+                .enumerate()
+                .map(|(index, server)| self.shown(&brokers_at.index(index), server))
+                .collect::<Vec<_>>()
+                .join(","),
         };
-        let _ = writeln!(
-            out,
-            "brokers: {}",
-            self.shown(&FieldPath::default().key("kafka").key("brokers"), brokers)
-        );
+        let _ = writeln!(out, "brokers: {}", self.shown(&brokers_at, &brokers));
         match &kafka.delivery {
             Delivery::AtLeastOnce => {
                 let _ = writeln!(out, "delivery: at-least-once");
@@ -113,6 +116,16 @@ impl LoadedConfig {
                 log.burst_bytes,
                 log.max_line_bytes
             );
+            let stateful = config.stages.iter().any(|stage| {
+                stage.state.is_some() && stage.routing.handlers().any(|used| used == name)
+            });
+            if stateful {
+                let _ = writeln!(
+                    out,
+                    "  state: at most {} bytes per partition, {} change(s) per message",
+                    limits.state_bytes, limits.state_writes
+                );
+            }
             for (key, value) in &handler.settings {
                 let field = FieldPath::default()
                     .key("handlers")
@@ -170,6 +183,14 @@ impl LoadedConfig {
                         .map(String::as_str)
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            }
+            if let Some(state) = &stage.state {
+                let _ = writeln!(
+                    out,
+                    "  state per input partition: changelog {} (compacted), stores in {}",
+                    state.changelog,
+                    state.dir.display()
                 );
             }
             if let Some(parallelism) = stage.parallelism {

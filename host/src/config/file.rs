@@ -1,8 +1,10 @@
 //! The config file as written: serde types with a `///` doc per field and
-//! `deny_unknown_fields`, defaults filled in by serde. Only this module's
-//! loader sees them; the rest of the host gets the checked and resolved
+//! `deny_unknown_fields`, defaults filled in by serde, durations and sizes
+//! read with their units ([`units`]). Only this module's loader sees them;
+//! the rest of the host gets the checked and resolved
 //! [`Pipeline`](super::Pipeline).
 
+use super::units;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +36,10 @@ pub(crate) struct Config {
     /// that served, and pins (relative to the config's folder).
     #[serde(default = "default_data_dir")]
     pub(crate) data_dir: PathBuf,
+    /// Where stateful stages keep their local stores (default
+    /// `<data_dir>/state`).
+    #[serde(default)]
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 /// The `admin` section.
@@ -74,9 +80,9 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KafkaConfig {
-    /// Bootstrap servers (`host:port,host:port`), or `embedded` for the
-    /// in-memory development broker.
-    pub(crate) brokers: String,
+    /// Bootstrap servers (`host:port,host:port`, or a list of addresses),
+    /// or `embedded` for the in-memory development broker.
+    pub(crate) brokers: BrokersConfig,
     /// Consumer group prefix; each stage consumes as `<group>.<stage name>`
     /// unless the stage sets its own `group`.
     #[serde(default = "default_group")]
@@ -100,6 +106,20 @@ pub(crate) struct KafkaConfig {
     /// Transaction settings, used in `exactly-once` mode.
     #[serde(default)]
     pub(crate) transactions: TransactionConfig,
+}
+
+/// `kafka.brokers` as written: one string (comma-separated addresses, or
+/// `embedded`) or a list of addresses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "a string of addresses like `host:9092,host2:9092`, a list of addresses, or `embedded`"
+)]
+pub(crate) enum BrokersConfig {
+    /// `host:port,host:port` or `embedded`.
+    Text(String),
+    /// `[host:port, host:port]`.
+    List(Vec<String>),
 }
 
 /// The delivery guarantee of every stage.
@@ -126,10 +146,13 @@ pub(crate) struct TransactionConfig {
     /// crashed. Default: `stagehost-<hostname>`.
     #[serde(default)]
     pub(crate) id: Option<String>,
-    /// How often a stage commits its open transaction, in milliseconds:
+    /// How often a stage commits its open transaction, in milliseconds (or with a unit, `100ms`, `1s`):
     /// the longest time an output waits before `read_committed` consumers
     /// can see it.
-    #[serde(default = "default_commit_interval_ms")]
+    #[serde(
+        default = "default_commit_interval_ms",
+        deserialize_with = "units::deserialize_millis"
+    )]
     pub(crate) commit_interval_ms: u64,
 }
 
@@ -246,14 +269,20 @@ pub(crate) struct SelfTestCase {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Largest linear memory the handler may grow to, in MiB.
-    #[serde(default = "default_memory_mib")]
+    /// Largest linear memory the handler may grow to, in MiB (or `1GiB`).
+    #[serde(
+        default = "default_memory_mib",
+        deserialize_with = "units::deserialize_mebibytes"
+    )]
     pub memory_mib: u64,
-    /// Longest wall time one call may take, in milliseconds: the time the
+    /// Longest wall time one call may take, in milliseconds (or `2s`): the time the
     /// guest runs and the time it waits in host calls (clocks, polls,
     /// stdio) alike. At the limit the call is abandoned and its instance
     /// dropped.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(
+        default = "default_timeout_ms",
+        deserialize_with = "units::deserialize_millis"
+    )]
     pub timeout_ms: u64,
     /// Optional fuel (roughly, wasm instructions) allowed per message.
     #[serde(default)]
@@ -264,12 +293,26 @@ pub struct Limits {
     pub max_outputs: u32,
     /// Most bytes one message's outputs may add up to (keys, values and
     /// headers); past it the message is dead-lettered as `invalid-output`.
-    #[serde(default = "default_max_output_bytes")]
+    #[serde(
+        default = "default_max_output_bytes",
+        deserialize_with = "units::deserialize_bytes"
+    )]
     pub max_output_bytes: u64,
     /// The budget for what the guest writes to stdout and stderr and sends
     /// to `log`, shared by the three.
     #[serde(default)]
     pub log: LogLimits,
+    /// Most bytes of state (keys and values) per input partition, for a
+    /// stage with state; a message that would pass it is dead-lettered as
+    /// `state-limit` and its changes are not kept.
+    #[serde(
+        default = "default_state_bytes",
+        deserialize_with = "units::deserialize_bytes"
+    )]
+    pub state_bytes: u64,
+    /// Most state changes (sets and deletes) one message may make.
+    #[serde(default = "default_state_writes")]
+    pub state_writes: u32,
 }
 
 fn default_memory_mib() -> u64 {
@@ -284,6 +327,12 @@ fn default_max_outputs() -> u32 {
 fn default_max_output_bytes() -> u64 {
     Limits::DEFAULT.max_output_bytes
 }
+fn default_state_bytes() -> u64 {
+    Limits::DEFAULT.state_bytes
+}
+fn default_state_writes() -> u32 {
+    Limits::DEFAULT.state_writes
+}
 
 impl Limits {
     /// The defaults, as a constant (for `..Limits::DEFAULT`).
@@ -294,6 +343,8 @@ impl Limits {
         max_outputs: 1000,
         max_output_bytes: 8 << 20,
         log: LogLimits::DEFAULT,
+        state_bytes: 256 << 20,
+        state_writes: 100,
     };
 }
 
@@ -319,13 +370,22 @@ pub struct LogLimits {
     #[serde(default = "default_burst_lines")]
     pub burst_lines: u32,
     /// Bytes per second, on average.
-    #[serde(default = "default_bytes_per_second")]
+    #[serde(
+        default = "default_bytes_per_second",
+        deserialize_with = "units::deserialize_bytes"
+    )]
     pub bytes_per_second: u64,
     /// Bytes that may come at once after a quiet spell.
-    #[serde(default = "default_burst_bytes")]
+    #[serde(
+        default = "default_burst_bytes",
+        deserialize_with = "units::deserialize_bytes"
+    )]
     pub burst_bytes: u64,
     /// Longest line kept; the rest of a longer line is cut (and counted).
-    #[serde(default = "default_max_line_bytes")]
+    #[serde(
+        default = "default_max_line_bytes",
+        deserialize_with = "units::deserialize_bytes_u32"
+    )]
     pub max_line_bytes: u32,
 }
 
@@ -386,6 +446,11 @@ pub(crate) struct StageConfig {
     /// produced.
     #[serde(default)]
     pub(crate) allowed_topics: Vec<String>,
+    /// Per-key state for the stage's handlers, per input partition, kept in
+    /// a local store and a compacted changelog topic. The stage's messages
+    /// must be keyed.
+    #[serde(default)]
+    pub(crate) state: Option<StateConfig>,
     /// Partitions handled at once by this stage in this host; `None` handles
     /// every assigned partition concurrently. Order within a partition is kept.
     #[serde(default)]
@@ -402,6 +467,16 @@ pub(crate) struct StageConfig {
     /// Retries for a handler's `transient` errors.
     #[serde(default)]
     pub(crate) retry: RetryConfig,
+}
+
+/// A stage's `state` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateConfig {
+    /// The changelog topic (default `<group>-changelog`), compacted, with as
+    /// many partitions as the input; the host creates it.
+    #[serde(default)]
+    pub(crate) changelog: Option<String>,
 }
 
 /// Routing by a JSON field.
@@ -427,11 +502,17 @@ pub(crate) struct RetryConfig {
     /// Attempts in all, the first included; then the message is dead-lettered.
     #[serde(default = "default_attempts")]
     pub(crate) max_attempts: u32,
-    /// Wait before the second attempt, in milliseconds; doubled each time.
-    #[serde(default = "default_initial_backoff")]
+    /// Wait before the second attempt, in milliseconds (or `1s`); doubled each time.
+    #[serde(
+        default = "default_initial_backoff",
+        deserialize_with = "units::deserialize_millis"
+    )]
     pub(crate) initial_backoff_ms: u64,
-    /// Longest wait between attempts, in milliseconds.
-    #[serde(default = "default_max_backoff")]
+    /// Longest wait between attempts, in milliseconds (or `2s`).
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "units::deserialize_millis"
+    )]
     pub(crate) max_backoff_ms: u64,
 }
 

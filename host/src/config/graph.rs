@@ -405,6 +405,7 @@ mod tests {
                     initial_backoff: Default::default(),
                     max_backoff: Default::default(),
                 },
+                state: None,
             })
             .collect();
         Pipeline {

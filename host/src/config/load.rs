@@ -2,9 +2,11 @@
 //! put in place, then checked and resolved into a [`Pipeline`]. Every error
 //! names the file, the line and the field.
 
+use super::duplicates;
 use super::error::{ConfigError, Located};
 use super::file::Config;
-use super::locate::FieldPath;
+use super::hints;
+use super::locate::{self, FieldPath};
 use super::pipeline::{Pipeline, StagePlan};
 use super::secrets::{self, References};
 use super::validate;
@@ -58,9 +60,26 @@ impl LoadedConfig {
     /// relative plugin paths.
     pub fn from_source(path: &Path, source: String) -> Result<Self, ConfigError> {
         let yaml_error = |err: serde_yaml::Error| {
-            let position = err.location().map(|at| (at.line(), at.column()));
+            let mut position = err.location().map(|at| (at.line(), at.column()));
             let text = without_positions(&err.to_string());
-            let (field, message) = split_serde_path(&text);
+            let (field, mut message) = split_serde_path(&text);
+            if let Some(suggestion) = hints::suggest_name(&message) {
+                message = suggestion;
+            }
+            if let Some(unknown) = unknown_field(&message)
+                && let Some(parent) = parse_serde_path(&field)
+                && let Some(&written) =
+                    locate::locate_key_occurrences(&source, &parent, unknown).first()
+            {
+                // Point at the unknown key itself, not at its mapping.
+                position = Some(written);
+            }
+            if field.is_empty()
+                && let Some((line, _)) = position
+                && let Some(hint) = hints::syntax_hint(&source, line, &message)
+            {
+                message = format!("{message}\n  {hint}");
+            }
             ConfigError {
                 file: path.to_path_buf(),
                 position,
@@ -72,6 +91,7 @@ impl LoadedConfig {
             path,
             source: &source,
         };
+        duplicates::check(at)?;
         // Typed from the text first, for errors that point into it.
         let mut config: Config = serde_yaml::from_str(&source).map_err(yaml_error)?;
         let mut raw: serde_yaml::Value = serde_yaml::from_str(&source).map_err(yaml_error)?;
@@ -183,9 +203,42 @@ fn split_serde_path(text: &str) -> (String, String) {
     }
 }
 
+/// The name in serde's "unknown field `name`...".
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")?
+        .split_once('`')
+        .map(|(name, _)| name)
+}
+
+/// serde_yaml's path text (`stages[0].route`) as a [`FieldPath`]; `None`
+/// for a path it cannot follow (a key that is not a string, shown `?`).
+fn parse_serde_path(text: &str) -> Option<FieldPath> {
+    let mut path = FieldPath::default();
+    if text.is_empty() {
+        return Some(path);
+    }
+    for part in text.split('.') {
+        let (key, mut indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(key, rest)| (key, rest));
+        if key.is_empty() || key == "?" {
+            return None;
+        }
+        path = path.key(key);
+        while !indexes.is_empty() {
+            let (index, rest) = indexes.split_once(']')?;
+            path = path.index(index.parse().ok()?);
+            indexes = rest.strip_prefix('[').unwrap_or(rest);
+        }
+    }
+    Some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::locate::Segment;
 
     #[test]
     fn splits_serde_paths_from_messages() {
@@ -196,6 +249,34 @@ mod tests {
         assert_eq!(
             split_serde_path("missing field `kafka`"),
             (String::new(), "missing field `kafka`".to_string())
+        );
+    }
+
+    #[test]
+    fn reads_serde_paths() {
+        assert_eq!(
+            parse_serde_path("stages[0].route.to"),
+            Some(
+                FieldPath::default()
+                    .key("stages")
+                    .index(0)
+                    .key("route")
+                    .key("to")
+            )
+        );
+        assert_eq!(
+            parse_serde_path("a[1][2]"),
+            Some(FieldPath(vec![
+                Segment::Key("a".into()),
+                Segment::Index(1),
+                Segment::Index(2)
+            ]))
+        );
+        assert_eq!(parse_serde_path(""), Some(FieldPath::default()));
+        assert_eq!(parse_serde_path("a.?"), None);
+        assert_eq!(
+            unknown_field("unknown field `ouput`; did you mean `output`?"),
+            Some("ouput")
         );
     }
 

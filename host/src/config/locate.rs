@@ -59,7 +59,49 @@ struct Line<'a> {
 
 /// Returns the 1-based line and column where `path` is written in `source`.
 pub fn locate(source: &str, path: &FieldPath) -> Option<(usize, usize)> {
-    let mut lines: Vec<Line<'_>> = source
+    let mut lines = block_lines(source);
+    let followed = follow(&mut lines, path);
+    followed
+        .found
+        .or_else(|| Some(locate_by_text(source, path)))
+}
+
+/// Every place where `key` is written as a key of the mapping at `parent`,
+/// in order: more than one when the key is written twice. Block-style YAML
+/// is followed by indentation; otherwise the text after the parent is
+/// searched.
+pub fn locate_key_occurrences(source: &str, parent: &FieldPath, key: &str) -> Vec<(usize, usize)> {
+    let mut lines = block_lines(source);
+    let followed = follow(&mut lines, parent);
+    if followed.complete {
+        let scope = followed.scope;
+        if let Some(first) = lines.get(scope.start).filter(|_| !scope.is_empty()) {
+            let indent = first.indent;
+            let found: Vec<(usize, usize)> = lines[scope]
+                .iter()
+                .filter(|line| line.indent == indent && key_of(line.text) == Some(key))
+                .map(|line| (line.number, line.indent + 1))
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
+    let (line, column) = locate_by_text(source, parent);
+    let from = offset_of(source, line, column);
+    let mut found = Vec::new();
+    let mut rest = from;
+    while let Some(at) = find_key(&source[rest..], key) {
+        let at = rest + at;
+        found.push(position_of(source, at));
+        rest = at + key.len();
+    }
+    found
+}
+
+/// The lines that hold YAML content (not blank, not comments).
+fn block_lines(source: &str) -> Vec<Line<'_>> {
+    source
         .lines()
         .enumerate()
         .filter_map(|(index, raw)| {
@@ -73,13 +115,29 @@ pub fn locate(source: &str, path: &FieldPath) -> Option<(usize, usize)> {
                 text,
             })
         })
-        .collect();
+        .collect()
+}
 
+/// How far a path could be followed through the lines by indentation.
+struct Followed {
+    /// The position of the deepest segment found.
+    found: Option<(usize, usize)>,
+    /// The lines inside the deepest segment found (all lines for the root).
+    scope: std::ops::Range<usize>,
+    /// Whether every segment was found.
+    complete: bool,
+}
+
+fn follow(lines: &mut [Line<'_>], path: &FieldPath) -> Followed {
     let mut scope = 0..lines.len();
     let mut found = None;
     for segment in &path.0 {
         let Some(first) = lines.get(scope.start).filter(|_| !scope.is_empty()) else {
-            break;
+            return Followed {
+                found,
+                scope,
+                complete: false,
+            };
         };
         let indent = first.indent;
         let position = match segment {
@@ -91,7 +149,13 @@ pub fn locate(source: &str, path: &FieldPath) -> Option<(usize, usize)> {
                 .filter(|&i| lines[i].indent == indent && is_item(lines[i].text))
                 .nth(*wanted),
         };
-        let Some(position) = position else { break };
+        let Some(position) = position else {
+            return Followed {
+                found,
+                scope,
+                complete: false,
+            };
+        };
         found = Some((lines[position].number, lines[position].indent + 1));
         let end = (position + 1..scope.end)
             .find(|&i| lines[i].indent <= indent)
@@ -108,7 +172,29 @@ pub fn locate(source: &str, path: &FieldPath) -> Option<(usize, usize)> {
             Segment::Key(_) => scope = position + 1..end,
         }
     }
-    found.or_else(|| Some(locate_by_text(source, path)))
+    Followed {
+        found,
+        scope,
+        complete: true,
+    }
+}
+
+/// The byte offset of a 1-based line and column.
+fn offset_of(source: &str, line: usize, column: usize) -> usize {
+    let line_start: usize = source
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    (line_start + column.saturating_sub(1)).min(source.len())
+}
+
+/// The 1-based line and column of a byte offset.
+fn position_of(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
 }
 
 /// The position of the last key of `path` found by searching the text for
@@ -125,10 +211,7 @@ fn locate_by_text(source: &str, path: &FieldPath) -> (usize, usize) {
         found = from + at;
         from = found + key.len();
     }
-    let before = &source[..found];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
+    position_of(source, found)
 }
 
 /// Where `key` is written as a mapping key in `text`, quotes included.
@@ -258,6 +341,23 @@ stages:
             locate("{a: 1}", &path(&[Segment::Key("missing".into())])),
             Some((1, 1))
         );
+    }
+
+    #[test]
+    fn finds_every_occurrence_of_a_key() {
+        let doc = "a:\n  b: 1\n  c:\n    d: 2\n  b: 3\nitems:\n  - x: 1\n    x: 2\n";
+        let a = FieldPath::default().key("a");
+        assert_eq!(locate_key_occurrences(doc, &a, "b"), vec![(2, 3), (5, 3)]);
+        assert_eq!(locate_key_occurrences(doc, &a, "c"), vec![(3, 3)]);
+        let item = FieldPath::default().key("items").index(0);
+        assert_eq!(
+            locate_key_occurrences(doc, &item, "x"),
+            vec![(7, 5), (8, 5)]
+        );
+        let root = FieldPath::default();
+        assert_eq!(locate_key_occurrences(doc, &root, "items"), vec![(6, 1)]);
+        let flow = "{a: {b: 1, b: 2}}";
+        assert_eq!(locate_key_occurrences(flow, &a, "b"), vec![(1, 6), (1, 12)]);
     }
 
     #[test]

@@ -216,6 +216,17 @@ pub struct StagePlan {
     pub routing: Routing,
     /// Retries of a handler's transient errors.
     pub retry: RetryPolicy,
+    /// Per-key state, when the stage has it.
+    pub state: Option<StatePlan>,
+}
+
+/// A stage's state, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePlan {
+    /// The compacted changelog topic.
+    pub changelog: String,
+    /// The folder of the stage's local stores (one per input partition).
+    pub dir: PathBuf,
 }
 
 impl StagePlan {

@@ -9,8 +9,8 @@ use super::graph::Graph;
 use super::locate::FieldPath;
 use super::pipeline::{
     AdminSettings, Brokers, ClientProperties, Delivery, Expect, ExpectedError, HandlerPlan,
-    KafkaSettings, Pipeline, RetryPolicy, Routing, SelfTestCase, StagePlan, TopicCreation,
-    Transactions,
+    KafkaSettings, Pipeline, RetryPolicy, Routing, SelfTestCase, StagePlan, StatePlan,
+    TopicCreation, Transactions,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -73,10 +73,7 @@ fn resolve_kafka(
     at: &Located<'_>,
 ) -> Result<KafkaSettings, ConfigError> {
     let field = FieldPath::default().key("kafka");
-    let brokers = kafka.brokers.trim();
-    if brokers.is_empty() {
-        return Err(at.error(&field.key("brokers"), "must name at least one broker"));
-    }
+    let brokers = resolve_brokers(&kafka.brokers, &field.key("brokers"), at)?;
     let topics = field.key("topics");
     if kafka.topics.partitions < 1 {
         return Err(at.error(&topics.key("partitions"), "must be at least 1"));
@@ -115,11 +112,7 @@ fn resolve_kafka(
         }),
     };
     Ok(KafkaSettings {
-        brokers: if brokers == EMBEDDED_BROKERS {
-            Brokers::Embedded
-        } else {
-            Brokers::Servers(brokers.to_string())
-        },
+        brokers,
         properties: ClientProperties::from_scalars(
             &kafka.properties,
             &kafka.consumer,
@@ -132,6 +125,54 @@ fn resolve_kafka(
         },
         delivery,
     })
+}
+
+/// `kafka.brokers`: `embedded`, comma-separated addresses, or a list of
+/// addresses (joined with commas, as librdkafka takes them).
+fn resolve_brokers(
+    brokers: &file::BrokersConfig,
+    field: &FieldPath,
+    at: &Located<'_>,
+) -> Result<Brokers, ConfigError> {
+    match brokers {
+        file::BrokersConfig::Text(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                Err(at.error(field, "must name at least one broker"))
+            } else if text == EMBEDDED_BROKERS {
+                Ok(Brokers::Embedded)
+            } else {
+                Ok(Brokers::Servers(text.to_string()))
+            }
+        }
+        file::BrokersConfig::List(addresses) => {
+            if addresses.is_empty() {
+                return Err(at.error(field, "must name at least one broker"));
+            }
+            let mut servers = Vec::with_capacity(addresses.len());
+            for (index, address) in addresses.iter().enumerate() {
+                let address = address.trim();
+                let why = if address.is_empty() {
+                    Some("must be a broker address like `host:9092`".to_string())
+                } else if address == EMBEDDED_BROKERS {
+                    Some(format!(
+                        "`{EMBEDDED_BROKERS}` is not an address: write `brokers: {EMBEDDED_BROKERS}` instead of a list"
+                    ))
+                } else if address.contains(',') {
+                    Some(format!(
+                        "`{address}` holds several addresses: write one address per item"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(at.error(&field.index(index), why));
+                }
+                servers.push(address);
+            }
+            Ok(Brokers::Servers(servers.join(",")))
+        }
+    }
 }
 
 /// `stagehost-<hostname>`: unique per machine and stable across restarts.
@@ -165,6 +206,8 @@ fn resolve_handler(
         ("fuel", limits.fuel == Some(0)),
         ("max_outputs", limits.max_outputs == 0),
         ("max_output_bytes", limits.max_output_bytes == 0),
+        ("state_bytes", limits.state_bytes == 0),
+        ("state_writes", limits.state_writes == 0),
     ] {
         if zero {
             return Err(at.error(&limits_at.key(key), "must be at least 1"));
@@ -322,6 +365,41 @@ fn resolve_stage(
             "must not be less than initial_backoff_ms",
         ));
     }
+    let group = stage
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}", config.kafka.group, stage.name));
+    let state = match &stage.state {
+        None => None,
+        Some(state) => {
+            let changelog = state
+                .changelog
+                .clone()
+                .unwrap_or_else(|| format!("{group}-changelog"));
+            let changelog_at = field.key("state").key("changelog");
+            check_topic(&changelog).map_err(|why| at.error(&changelog_at, why))?;
+            check_writable(&changelog).map_err(|why| at.error(&changelog_at, why))?;
+            if changelog == stage.input
+                || changelog == stage.output
+                || changelog == stage.dead_letter
+            {
+                return Err(at.error(
+                    &changelog_at,
+                    format!("`{changelog}` is one of the stage's own topics"),
+                ));
+            }
+            let base = at.path.parent().unwrap_or(Path::new("."));
+            let dir = match &config.state_dir {
+                Some(dir) => base.join(dir),
+                None => base.join(&config.data_dir).join("state"),
+            }
+            .join(&stage.name);
+            Some(StatePlan {
+                changelog,
+                dir: std::path::absolute(&dir).unwrap_or(dir),
+            })
+        }
+    };
     Ok(StagePlan {
         name: stage.name.clone(),
         input: stage.input.clone(),
@@ -330,16 +408,14 @@ fn resolve_stage(
         branches: stage.branches.clone(),
         allowed_topics: stage.allowed_topics.iter().cloned().collect(),
         parallelism,
-        group: stage
-            .group
-            .clone()
-            .unwrap_or_else(|| format!("{}.{}", config.kafka.group, stage.name)),
+        group,
         routing,
         retry: RetryPolicy {
             max_attempts,
             initial_backoff: Duration::from_millis(retry.initial_backoff_ms),
             max_backoff: Duration::from_millis(retry.max_backoff_ms),
         },
+        state,
     })
 }
 

@@ -13,6 +13,7 @@
 //! | `DELETE /handlers/{name}` | 200, 404 unknown, 409 a route uses it |
 //! | `GET /handlers/{name}/logs[?after=SEQ]` | 200, the handler's recent guest lines after SEQ |
 //! | `GET /topics` | 200, each stage's input partitions: watermarks, committed offset, lag; 503 |
+//! | `GET /state/{stage}/{key}` | 200 `{stage, key, partition, value, expires_at}` from this host's store, 404 not here or no such key |
 //!
 //! Errors are JSON objects `{"error": "..."}`. With a token configured every
 //! request must carry `Authorization: Bearer <token>`, else 401.
@@ -24,6 +25,7 @@
 pub use super::handlers::rfc3339;
 use super::handlers::{HandlerControl, HandlerInfo, SwapError, TopicInfo};
 use super::metrics::Metrics;
+use super::stages::StateViews;
 use crate::handlers::sandbox::RecentLine;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
@@ -57,12 +59,13 @@ pub async fn serve(
     token: Option<String>,
     control: Arc<dyn HandlerControl>,
     metrics: Arc<Metrics>,
+    states: Arc<StateViews>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let token = token.filter(|token| !token.is_empty());
     tracing::info!(%address, token = token.is_some(), "admin server listening");
-    axum::serve(listener, router(token, control, metrics))
+    axum::serve(listener, router(token, control, metrics, states))
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!(%address, "admin server stopped");
@@ -73,12 +76,14 @@ pub async fn serve(
 struct AppState {
     control: Arc<dyn HandlerControl>,
     metrics: Arc<Metrics>,
+    states: Arc<StateViews>,
 }
 
 fn router(
     token: Option<String>,
     control: Arc<dyn HandlerControl>,
     metrics: Arc<Metrics>,
+    states: Arc<StateViews>,
 ) -> Router {
     let token: Option<Arc<[u8]>> = token.map(|token| Arc::from(token.into_bytes()));
     Router::new()
@@ -93,11 +98,16 @@ fn router(
         .route("/handlers/{name}/pin", post(pin_handler))
         .route("/handlers/{name}/logs", get(handler_logs))
         .route("/topics", get(list_topics))
+        .route("/state/{stage}/{key}", get(state_entry))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .layer(middleware::from_fn_with_state(token, require_token))
-        .with_state(AppState { control, metrics })
+        .with_state(AppState {
+            control,
+            metrics,
+            states,
+        })
 }
 
 /// An error answer: `{"error": message}` with a status.
@@ -288,6 +298,41 @@ async fn list_topics(State(state): State<AppState>) -> Result<Json<Vec<TopicInfo
         .await?
         .map(Json)
         .map_err(|reason| ApiError(StatusCode::SERVICE_UNAVAILABLE, reason))
+}
+
+/// `GET /state/{stage}/{key}`: the key's entry in the partitions this host
+/// holds (the key as UTF-8 text; the value as text, or base64 when not UTF-8).
+async fn state_entry(
+    State(state): State<AppState>,
+    Path((stage, key)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(stage_state) = state.states.get(&stage) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("stage `{stage}` keeps no state in this host"),
+        ));
+    };
+    let lookup = key.clone();
+    let found = blocking(move || stage_state.lookup(lookup.as_bytes())).await?;
+    let Some((partition, value, expires)) = found.into_iter().next() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no state under `{key}` in the partitions of `{stage}` this host holds"),
+        ));
+    };
+    let value = match String::from_utf8(value) {
+        Ok(text) => serde_json::Value::String(text),
+        Err(bytes) => {
+            serde_json::json!({ "base64": crate::kafka::headers::base64(bytes.as_bytes()) })
+        }
+    };
+    Ok(Json(serde_json::json!({
+        "stage": stage,
+        "key": key,
+        "partition": partition,
+        "value": value,
+        "expires_at": expires,
+    })))
 }
 
 async fn rollback_handler(

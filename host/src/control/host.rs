@@ -104,6 +104,7 @@ impl Host {
                 pipeline.admin.token.clone(),
                 reloader.clone(),
                 metrics.clone(),
+                stages.states.clone(),
                 async move { stopped.cancelled().await },
             )));
         }

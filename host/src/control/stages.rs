@@ -5,6 +5,7 @@ use super::metrics::Metrics;
 use crate::config::{Delivery, LoadedConfig, StagePlan};
 use crate::handlers::SharedRegistry;
 use crate::kafka::{self, Clients, HostProducer};
+use crate::pipeline::state::StageState;
 use crate::pipeline::{Stage, StageParts};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +26,33 @@ pub(super) struct Stages {
     running: BTreeMap<String, RunningStage>,
     pub(super) tasks: JoinSet<(u64, anyhow::Result<()>)>,
     next_id: u64,
+    /// The stateful stages' state, for the admin API.
+    pub(super) states: Arc<StateViews>,
 }
 
+/// The state of each stateful stage that runs, by stage name (read by the
+/// admin API).
+#[derive(Default)]
+pub struct StateViews(std::sync::Mutex<BTreeMap<String, Arc<StageState>>>);
+
+impl StateViews {
+    /// Records a stage's state (replacing an earlier one).
+    pub fn insert(&self, stage: String, state: Arc<StageState>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(stage, state);
+    }
+
+    /// The state of `stage`, if it runs here with state.
+    pub fn get(&self, stage: &str) -> Option<Arc<StageState>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(stage)
+            .cloned()
+    }
+}
 struct RunningStage {
     id: u64,
     plan: StagePlan,
@@ -48,6 +74,7 @@ impl Stages {
             running: BTreeMap::new(),
             tasks: JoinSet::new(),
             next_id: 0,
+            states: Arc::default(),
         }
     }
 
@@ -123,6 +150,26 @@ impl Stages {
                     Some(transactions.clone()),
                 ),
             };
+            let state = match &plan.state {
+                None => None,
+                Some(state_plan) => {
+                    if settings.topics.create {
+                        kafka::ensure_changelog(&self.clients, &state_plan.changelog, &plan.input)
+                            .await?;
+                    }
+                    let epochs = rdkafka::consumer::Consumer::context(&consumer)
+                        .epochs()
+                        .clone();
+                    let state = Arc::new(StageState::new(
+                        &plan.name,
+                        state_plan.clone(),
+                        self.clients.restorer(&plan.name)?,
+                        epochs,
+                    ));
+                    self.states.insert(plan.name.clone(), state.clone());
+                    Some(state)
+                }
+            };
             let stage = Stage::new(StageParts {
                 plan: plan.clone(),
                 registry: self.registry.clone(),
@@ -132,6 +179,7 @@ impl Stages {
                 drain_timeout: DRAIN_TIMEOUT,
                 transactions,
                 max_record_bytes: self.clients.max_record_bytes(),
+                state,
             });
             let stop = CancellationToken::new();
             let id = self.next_id;

@@ -33,11 +33,16 @@ pub enum ErrorKind {
     ForbiddenTopic,
     /// The brokers refused an output for good.
     ProduceFailed,
+    /// A message of a stage with state has no key (state is kept per key).
+    MissingKey,
+    /// The message's state changes would pass `limits.state_bytes` or
+    /// `limits.state_writes`; none of them is kept.
+    StateLimit,
 }
 
 impl ErrorKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidJson,
         ErrorKind::MissingRoute,
         ErrorKind::UnknownRoute,
@@ -51,6 +56,8 @@ impl ErrorKind {
         ErrorKind::InvalidOutput,
         ErrorKind::ForbiddenTopic,
         ErrorKind::ProduceFailed,
+        ErrorKind::MissingKey,
+        ErrorKind::StateLimit,
     ];
 
     /// The header value and metric label.
@@ -69,6 +76,8 @@ impl ErrorKind {
             ErrorKind::InvalidOutput => "invalid-output",
             ErrorKind::ForbiddenTopic => "forbidden-topic",
             ErrorKind::ProduceFailed => "produce-failed",
+            ErrorKind::MissingKey => "missing-key",
+            ErrorKind::StateLimit => "state-limit",
         }
     }
 

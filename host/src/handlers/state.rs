@@ -5,6 +5,8 @@
 use super::bindings::StateEntry;
 use super::bindings::stagehost::handler::state::Host;
 use super::sandbox::GuestState;
+use std::any::Any;
+use std::collections::BTreeMap;
 
 /// Most entries one `scan` returns.
 pub const MAX_SCAN: u32 = 1000;
@@ -25,6 +27,72 @@ pub trait StateAccess: Send {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// The access as [`Any`], for the lender to take its own type back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// State in memory, for calls with no stage behind them (self-tests and
+/// `host test`): the same answers as a stage's store, kept while it lives.
+/// Expiry is measured against `now_ms`, the time of the message at hand.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryState {
+    /// Key -> (expires at, in ms since the epoch; value).
+    entries: BTreeMap<Vec<u8>, (Option<u64>, Vec<u8>)>,
+    /// The time of the message being handled, in ms since the epoch.
+    pub now_ms: u64,
+}
+
+impl MemoryState {
+    fn live(&self, expires: Option<u64>) -> bool {
+        expires.is_none_or(|at| at > self.now_ms)
+    }
+
+    /// The live entries, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries
+            .iter()
+            .filter(|(_, (expires, _))| self.live(*expires))
+            .map(|(key, (_, value))| (key.as_slice(), value.as_slice()))
+    }
+}
+
+impl StateAccess for MemoryState {
+    fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let (expires, value) = self.entries.get(key)?;
+        self.live(*expires).then(|| value.clone())
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_ms: Option<u64>) {
+        let expires = ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
+        self.entries.insert(key, (expires, value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.entries.remove(&key);
+    }
+
+    fn scan(
+        &mut self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let from = match start_after {
+            Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_vec()),
+            _ => std::ops::Bound::Included(prefix.to_vec()),
+        };
+        self.entries
+            .range((from, std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, (expires, _))| self.live(*expires))
+            .take(limit)
+            .map(|(key, (_, value))| (key.clone(), value.clone()))
+            .collect()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
 }
 
 /// Why a state call trapped: the call's stage has no state.

@@ -143,6 +143,26 @@ impl Clients {
             .context("creating a Kafka consumer to read offsets")
     }
 
+    /// Creates a consumer that joins no group and reads a stateful stage's
+    /// changelog to its end: committed records only, with an end-of-partition
+    /// event.
+    pub fn restorer(&self, stage: &str) -> anyhow::Result<BaseConsumer<HostContext>> {
+        let mut config = consumer_config(
+            &self.bootstrap,
+            &self.settings.properties,
+            &format!("stagehost-restore-{stage}"),
+            &format!("stagehost-restore-{stage}"),
+            true,
+        );
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        config
+            .create_with_context(self.context())
+            .context("creating the Kafka consumer that restores state")
+    }
+
     /// Creates an admin client.
     pub fn admin(&self) -> anyhow::Result<AdminClient<HostContext>> {
         let mut config = ClientConfig::new();

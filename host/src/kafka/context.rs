@@ -109,6 +109,13 @@ impl BrokerTrouble {
 
     /// librdkafka's global error callback.
     pub fn error(&self, error: &KafkaError, reason: &str) {
+        // The end of a partition is an event the reader asked for, not trouble.
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
         let authentication = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::Authentication)
@@ -191,6 +198,36 @@ pub struct StageContext {
     topic: String,
     statistics: StatisticsSink,
     trouble: Arc<BrokerTrouble>,
+    epochs: Arc<PartitionEpochs>,
+}
+
+/// Per partition, how many times it was assigned or revoked: a stateful
+/// stage catches a partition's state up again when its epoch moved.
+#[derive(Debug, Default)]
+pub struct PartitionEpochs {
+    epochs: std::sync::Mutex<std::collections::HashMap<i32, u64>>,
+}
+
+impl PartitionEpochs {
+    /// The partition's epoch now.
+    pub fn epoch(&self, partition: i32) -> u64 {
+        self.epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn moved(&self, list: &TopicPartitionList) {
+        let mut epochs = self
+            .epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for element in list.elements() {
+            *epochs.entry(element.partition()).or_insert(0) += 1;
+        }
+    }
 }
 
 /// A `statistics.interval.ms` for stage consumers: how often lag updates.
@@ -209,7 +246,13 @@ impl StageContext {
             topic: topic.to_string(),
             statistics,
             trouble,
+            epochs: Arc::default(),
         }
+    }
+
+    /// The assignment epochs of the stage's partitions.
+    pub fn epochs(&self) -> &Arc<PartitionEpochs> {
+        &self.epochs
     }
 }
 
@@ -237,9 +280,11 @@ impl ConsumerContext for StageContext {
         let stage = self.stage.as_str();
         match rebalance {
             Rebalance::Assign(list) => {
+                self.epochs.moved(list);
                 tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions assigned");
             }
             Rebalance::Revoke(list) => {
+                self.epochs.moved(list);
                 tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions revoked");
             }
             Rebalance::Error(err) => {

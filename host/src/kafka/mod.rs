@@ -18,6 +18,8 @@ pub use clients::{
     Clients, DEFAULT_MAX_RECORD_BYTES, StageConsumer, consumer_config, max_record_bytes,
     producer_config,
 };
-pub use context::{BrokerTrouble, HostContext, HostProducer, StageContext, StatisticsSink};
+pub use context::{
+    BrokerTrouble, HostContext, HostProducer, PartitionEpochs, StageContext, StatisticsSink,
+};
 pub use embedded::{Bootstrap, EmbeddedBroker, embedded_listen};
-pub use topics::{CONNECT_WAIT, ensure_topics, security_summary, wait_reachable};
+pub use topics::{CONNECT_WAIT, ensure_changelog, ensure_topics, security_summary, wait_reachable};

@@ -49,6 +49,78 @@ pub async fn ensure_topics(clients: &Clients, topics: &[&str]) -> anyhow::Result
     Ok(())
 }
 
+/// Creates a stateful stage's changelog topic where it is missing:
+/// compacted, with as many partitions as the stage's `input` (so input
+/// partition N keeps its state in changelog partition N). An existing
+/// changelog with fewer partitions than the input is an error.
+pub async fn ensure_changelog(
+    clients: &Clients,
+    changelog: &str,
+    input: &str,
+) -> anyhow::Result<()> {
+    let bootstrap = clients.bootstrap().to_string();
+    let partitions_of = |topic: &str| -> anyhow::Result<Option<usize>> {
+        let consumer = clients.inspector("stagehost-changelog-check")?;
+        let metadata = tokio::task::block_in_place(|| {
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+        })
+        .map_err(|err| {
+            anyhow::anyhow!("reading the partitions of `{topic}` on {bootstrap}: {err}")
+        })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|count| *count > 0))
+    };
+    use rdkafka::consumer::Consumer as _;
+    let Some(wanted) = partitions_of(input)? else {
+        anyhow::bail!(
+            "the input topic `{input}` does not exist on {bootstrap}, so its changelog `{changelog}` cannot be sized"
+        );
+    };
+    if let Some(existing) = partitions_of(changelog)? {
+        anyhow::ensure!(
+            existing >= wanted,
+            "the changelog `{changelog}` has {existing} partition(s), fewer than the {wanted} of its input `{input}`"
+        );
+        return Ok(());
+    }
+    if let Some(embedded) = clients.embedded() {
+        return embedded.create_topic(changelog, wanted as i32);
+    }
+    let creation = clients.settings().topics;
+    let admin = clients.admin()?;
+    let topic = NewTopic::new(
+        changelog,
+        wanted as i32,
+        TopicReplication::Fixed(creation.replication_factor.unwrap_or(-1)),
+    )
+    .set("cleanup.policy", "compact");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!("creating the changelog `{changelog}` on {bootstrap}: {err}")
+        })?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(
+                topic,
+                partitions = wanted,
+                "created changelog topic (compacted)"
+            ),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                anyhow::bail!("creating the changelog `{topic}` on {bootstrap}: {code}")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Waits until the brokers answer a metadata request, for at most `wait`,
 /// with one clear error when they do not: an authentication failure ends
 /// the wait at once, naming the brokers and the SASL mechanism.

@@ -56,7 +56,11 @@ impl Stage {
                 _ = shutdown.cancelled() => break,
                 Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
                     // Workers end only when their queue closes, at the drain.
-                    let cause = ended.err().map(|err| err.to_string()).unwrap_or_default();
+                    let cause = match ended {
+                        Ok(Err(err)) => format!("{err:#}"),
+                        Ok(Ok(())) => String::new(),
+                        Err(err) => err.to_string(),
+                    };
                     anyhow::bail!("stage `{stage}`: a partition worker stopped: {cause}");
                 }
                 received = self.consumer.recv() => received,
@@ -91,8 +95,12 @@ impl Stage {
             give_up.cancel();
         });
         while let Some(joined) = tasks.join_next().await {
-            if let Err(err) = joined {
-                tracing::error!(stage, cause = %err, "partition worker failed");
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(stage, cause = %format!("{err:#}"), "partition worker failed")
+                }
+                Err(err) => tracing::error!(stage, cause = %err, "partition worker failed"),
             }
         }
         timer.abort();
@@ -110,7 +118,7 @@ impl Stage {
         self: Arc<Self>,
         partition: i32,
         mut incoming: mpsc::Receiver<OwnedMessage>,
-    ) {
+    ) -> anyhow::Result<()> {
         let mut handlers = WorkerHandlers::default();
         let mut queue = Queue::new(read_answer);
         loop {
@@ -128,7 +136,7 @@ impl Stage {
                         };
                         let sent = self.process(message, &mut handlers).await;
                         drop(permit);
-                        queue.push(sent);
+                        queue.push(sent?);
                     }
                     None => break,
                 },
@@ -139,6 +147,7 @@ impl Stage {
             let done = queue.pop().expect("the awaited message is pending");
             self.finish_message(partition, done, &mut queue).await;
         }
+        Ok(())
     }
 
     /// Settles an answered message and stores its offset when that may be.
@@ -165,12 +174,12 @@ impl Stage {
         &self,
         message: OwnedMessage,
         handlers: &mut WorkerHandlers,
-    ) -> Pending<OwnedMessage, DeliveryFuture, Record> {
+    ) -> anyhow::Result<Pending<OwnedMessage, DeliveryFuture, Record>> {
         let delivery = |sent: Result<DeliveryFuture, KafkaError>| match sent {
             Ok(future) => Delivery::Sent(future),
             Err(err) => Delivery::Done(Some(describe(&err))),
         };
-        let (deliveries, letter) = match self.plan(&message, handlers).await {
+        let (deliveries, letter) = match self.plan(&message, handlers).await? {
             Plan::Outputs(records) => {
                 let mut deliveries = Vec::with_capacity(records.len());
                 for record in records {
@@ -181,12 +190,12 @@ impl Stage {
             // Kept: a refused dead letter is sent again until acknowledged.
             Plan::DeadLetter(letter) => (vec![delivery(self.enqueue(&letter).await)], Some(letter)),
         };
-        Pending {
+        Ok(Pending {
             offset: message.offset(),
             message,
             deliveries,
             letter,
-        }
+        })
     }
 
     /// Once every record of `done` is answered: its offset, after

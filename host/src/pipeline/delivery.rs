@@ -71,11 +71,15 @@ pub(crate) fn describe(err: &DeliveryError) -> String {
 /// The producer's view of a [`Record`]'s parts.
 fn future_record<'a>(
     topic: &'a str,
+    partition: Option<i32>,
     key: &'a Option<Vec<u8>>,
     value: &'a Option<Vec<u8>>,
     headers: OwnedHeaders,
 ) -> FutureRecord<'a, [u8], [u8]> {
     let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
     if let Some(key) = key {
         record = record.key(key.as_slice());
     }
@@ -91,6 +95,7 @@ impl Stage {
     pub(crate) async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture, KafkaError> {
         self.send(future_record(
             &record.topic,
+            record.partition,
             &record.key,
             &record.value,
             record.headers.clone(),
@@ -102,11 +107,12 @@ impl Stage {
     pub(crate) async fn enqueue_owned(&self, record: Record) -> Result<DeliveryFuture, KafkaError> {
         let Record {
             topic,
+            partition,
             key,
             value,
             headers,
         } = record;
-        self.send(future_record(&topic, &key, &value, headers))
+        self.send(future_record(&topic, partition, &key, &value, headers))
             .await
     }
 

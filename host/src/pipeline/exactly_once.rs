@@ -139,6 +139,19 @@ impl Stage {
                     let Some(message) = self.taken(received).await else {
                         continue;
                     };
+                    let partition = message.partition();
+                    if self.state.as_ref().is_some_and(|state| state.needs_catch_up(partition))
+                        && let Some(transaction) = open.take()
+                    {
+                        // The partition moved since its state was caught up:
+                        // end the transaction (a commit across the move is
+                        // refused), then catch up before its next message.
+                        let rewinds = transaction.first.contains_key(&partition);
+                        if !self.finish(transaction, &mut refused).await? && rewinds {
+                            // Rewound: this message comes again.
+                            continue;
+                        }
+                    }
                     let transaction = match open.as_mut() {
                         Some(transaction) => transaction,
                         None => {
@@ -152,7 +165,7 @@ impl Stage {
                     let position = (message.partition(), message.offset());
                     let records = match refused.remove(&position) {
                         Some(reason) => vec![self.produce_failed(&message, &reason)],
-                        None => match self.plan(&message, &mut handlers).await {
+                        None => match self.plan(&message, &mut handlers).await? {
                             Plan::Outputs(records) => records,
                             Plan::DeadLetter(letter) => vec![letter],
                         },
@@ -181,14 +194,16 @@ impl Stage {
         Ok(())
     }
 
-    /// Commits the transaction with its offsets; when that fails, aborts it
-    /// and rewinds its partitions so its messages are taken again. Errors
-    /// only when the producer can no longer be used.
+    /// Commits the transaction with its offsets (and then its state changes
+    /// into the stores); when that fails, aborts it, drops its state changes
+    /// and rewinds its partitions so its messages are taken again. Whether it
+    /// committed; errors only when the producer or a store can no longer be
+    /// used.
     async fn finish(
         &self,
         transaction: OpenTransaction,
         refused: &mut HashMap<(i32, i64), String>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let stage = self.plan.name.as_str();
         let mut failed = false;
         for ((partition, offset), delivery) in transaction.deliveries {
@@ -222,7 +237,11 @@ impl Stage {
                         messages = transaction.messages,
                         "transaction committed"
                     );
-                    return Ok(());
+                    if let Some(state) = &self.state {
+                        tokio::task::block_in_place(|| state.commit())
+                            .with_context(|| format!("stage `{stage}`: writing committed state"))?;
+                    }
+                    return Ok(true);
                 }
                 Err(err) if is_fatal(&err) => {
                     return Err(err).context(format!(
@@ -243,6 +262,9 @@ impl Stage {
         let producer = &self.producer;
         tokio::task::block_in_place(|| producer.abort_transaction(TRANSACTION_TIMEOUT))
             .with_context(|| format!("stage `{stage}`: aborting a transaction"))?;
+        if let Some(state) = &self.state {
+            state.abort();
+        }
         for (&partition, &offset) in &transaction.first {
             let rewound = self.consumer.seek(
                 &self.plan.input,
@@ -261,7 +283,7 @@ impl Stage {
             messages = transaction.messages,
             "transaction aborted; its messages will be taken again"
         );
-        Ok(())
+        Ok(false)
     }
 
     /// Sends the offsets to the transaction and commits it, retrying each

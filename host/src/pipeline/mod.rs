@@ -10,6 +10,8 @@
 //! - [`pending`]: a partition's in-flight messages, acknowledged in order;
 //! - [`at_least_once`]: a worker per input partition (the default);
 //! - [`exactly_once`]: Kafka transactions (`kafka.delivery: exactly-once`);
+//! - [`state`]: per-key state of a stage with `state:` (local store and
+//!   changelog);
 //! - [`metrics`]: what the path records.
 
 pub mod at_least_once;
@@ -19,6 +21,7 @@ pub mod exactly_once;
 pub mod metrics;
 pub mod outputs;
 pub mod pending;
+pub mod state;
 pub mod step;
 
 use crate::config::{StagePlan, Transactions};
@@ -50,6 +53,8 @@ pub struct StageParts {
     pub transactions: Option<Transactions>,
     /// The producer's `message.max.bytes`.
     pub max_record_bytes: u64,
+    /// A stateful stage's state.
+    pub state: Option<Arc<state::StageState>>,
 }
 
 /// One running stage.
@@ -69,6 +74,8 @@ pub struct Stage {
     /// `parallelism`: permits for handling a message, shared by the
     /// stage's partition workers; `None` lets every partition run at once.
     permits: Option<Arc<Semaphore>>,
+    /// A stateful stage's state.
+    state: Option<Arc<state::StageState>>,
 }
 
 impl Stage {
@@ -83,6 +90,7 @@ impl Stage {
             drain_timeout,
             transactions,
             max_record_bytes,
+            state,
         } = parts;
         Arc::new(Self {
             outputs: OutputRules::of(&plan, max_record_bytes),
@@ -95,6 +103,7 @@ impl Stage {
             drain_timeout,
             transactions,
             give_up: CancellationToken::new(),
+            state,
         })
     }
 
@@ -102,10 +111,15 @@ impl Stage {
     /// already taken is finished, its outputs delivered and its offset
     /// committed before this returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        match self.transactions.clone() {
+        let state = self.state.clone();
+        let ran = match self.transactions.clone() {
             Some(transactions) => self.run_exactly_once(transactions, shutdown).await,
             None => self.run_at_least_once(shutdown).await,
+        };
+        if let Some(state) = state {
+            tokio::task::block_in_place(|| state.close());
         }
+        ran
     }
 
     /// A received message, detached and counted. A consumer error is

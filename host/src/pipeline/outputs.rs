@@ -13,6 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A record to produce.
 pub(crate) struct Record {
     pub(crate) topic: String,
+    /// The partition, when the record must go to one (a changelog record
+    /// goes to its input's); `None` lets the partitioner choose.
+    pub(crate) partition: Option<i32>,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) headers: OwnedHeaders,
@@ -192,6 +195,7 @@ pub(crate) fn output_records(
                 });
             Record {
                 topic,
+                partition: None,
                 key: output.key.or_else(|| input_key.map(<[u8]>::to_vec)),
                 value: Some(output.value),
                 headers,

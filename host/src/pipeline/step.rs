@@ -8,6 +8,8 @@ use super::dead_letter::{self, DeadLetter, Source};
 use super::delivery::Backoff;
 use super::metrics::{HandlerMetrics, StageMetrics};
 use super::outputs::{Record, output_records};
+use super::state::access::{self, MessageState, Refusal, SharedPartition, StateLimits};
+use super::state::{StageState, now_ms};
 use crate::handlers::bindings::{HeaderRef, MessageRef};
 use crate::handlers::{ErrorKind, HandlerFailure, HandlerInstance};
 use crate::kafka::headers::{self, RawHeader};
@@ -57,15 +59,21 @@ impl WorkerHandlers {
 }
 
 impl Stage {
-    /// The records a message turns into.
-    pub(crate) async fn plan(&self, message: &OwnedMessage, handlers: &mut WorkerHandlers) -> Plan {
-        match self.run_handler(message, handlers).await {
+    /// The records a message turns into (with a stateful stage, its
+    /// changelog records among them, its changes recorded). Fails only when
+    /// the stage's state cannot be read or written, which stops the stage.
+    pub(crate) async fn plan(
+        &self,
+        message: &OwnedMessage,
+        handlers: &mut WorkerHandlers,
+    ) -> anyhow::Result<Plan> {
+        Ok(match self.run_handler(message, handlers).await? {
             Ok(records) => Plan::Outputs(records),
             Err(letter) => {
                 self.log_dead_letter(message, &letter);
                 Plan::DeadLetter(self.dead_letter_record(message, &letter))
             }
-        }
+        })
     }
 
     /// Routes the message and runs its handler, retrying transient errors.
@@ -73,6 +81,32 @@ impl Stage {
         &self,
         message: &OwnedMessage,
         handlers: &mut WorkerHandlers,
+    ) -> anyhow::Result<Result<Vec<Record>, DeadLetter>> {
+        let partition_state = match &self.state {
+            None => None,
+            Some(state) => {
+                if message.key().is_none_or(<[u8]>::is_empty) {
+                    return Ok(Err(DeadLetter {
+                        kind: ErrorKind::MissingKey,
+                        reason: format!(
+                            "stage `{}` keeps state per key, and this message has no key",
+                            self.plan.name
+                        ),
+                        handler: None,
+                    }));
+                }
+                Some((state, state.partition(message.partition())?))
+            }
+        };
+        Ok(self.call_handler(message, handlers, partition_state).await)
+    }
+
+    /// [`Stage::run_handler`] once the message's state is at hand.
+    async fn call_handler(
+        &self,
+        message: &OwnedMessage,
+        handlers: &mut WorkerHandlers,
+        partition_state: Option<(&Arc<StageState>, SharedPartition)>,
     ) -> Result<Vec<Record>, DeadLetter> {
         let registry = self.registry.load();
         let value = message.payload().unwrap_or_default();
@@ -113,11 +147,28 @@ impl Stage {
                     }
                 }
             };
+            if let Some((_, partition)) = &partition_state {
+                let limits = component.limits();
+                let limits = StateLimits {
+                    bytes: limits.state_bytes,
+                    writes: limits.state_writes,
+                };
+                let now = message
+                    .timestamp()
+                    .to_millis()
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .unwrap_or_else(now_ms);
+                instance.lend_state(Box::new(MessageState::new(partition.clone(), now, limits)));
+            }
             let started = Instant::now();
             let handled = instance.handle_borrowed(input).await;
             slot.metrics.call_took(started.elapsed().as_secs_f64());
+            let state = partition_state.as_ref().and_then(|_| {
+                let lent = instance.take_state()?;
+                lent.into_any().downcast::<MessageState>().ok()
+            });
             match handled {
-                Ok(outputs) => break Ok(outputs),
+                Ok(outputs) => break Ok((outputs, state)),
                 Err(failure) => {
                     self.metrics.handler_error(name, failure.kind());
                     if failure.poisons_instance() {
@@ -136,7 +187,7 @@ impl Stage {
             }
         };
         let letter = match outputs {
-            Ok(outputs) => match output_records(
+            Ok((outputs, state)) => match output_records(
                 outputs,
                 &self.outputs,
                 &component.limits(),
@@ -144,9 +195,39 @@ impl Stage {
                 name,
                 component.version(),
             ) {
-                Ok(records) => {
+                Ok(mut records) => {
                     slot.metrics.outputs(records.len() as u64);
-                    return Ok(records);
+                    let (Some((stage_state, partition)), Some(state)) = (&partition_state, state)
+                    else {
+                        return Ok(records);
+                    };
+                    match state.finish() {
+                        Ok(changes) => {
+                            records.extend(
+                                stage_state.changelog_records(message.partition(), &changes),
+                            );
+                            let recorded = access::lock(partition)
+                                .record(changes, self.transactions.is_some());
+                            match recorded {
+                                Ok(()) => return Ok(records),
+                                Err(err) => DeadLetter {
+                                    kind: ErrorKind::Transient,
+                                    reason: format!("the state store failed: {err:#}"),
+                                    handler: identity(),
+                                },
+                            }
+                        }
+                        Err(Refusal::Limit(reason)) => DeadLetter {
+                            kind: ErrorKind::StateLimit,
+                            reason,
+                            handler: identity(),
+                        },
+                        Err(Refusal::Store(reason)) => DeadLetter {
+                            kind: ErrorKind::Transient,
+                            reason,
+                            handler: identity(),
+                        },
+                    }
                 }
                 Err(refused) => DeadLetter {
                     kind: refused.kind(),
@@ -179,6 +260,7 @@ impl Stage {
         };
         Record {
             topic: self.plan.dead_letter.clone(),
+            partition: None,
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
             headers: dead_letter::dead_letter_headers(message.headers(), letter, source),
