@@ -27,6 +27,8 @@ test: setup-test plugins kafka-up lint
 	cd plugins && $(CARGO) test --workspace
 	cd plugins/multiply && python3 -m unittest -q
 	cd plugins/divide && npm test --silent
+	cd plugins/running-total-py && python3 -m unittest -q
+	cd plugins/running-total-js && npm test --silent
 
 setup:
 	scripts/setup.sh

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Builds the stage handlers written in other languages than Rust:
 #
-#   plugins/multiply  Python      componentize-py  -> multiply.wasm
-#   plugins/divide    JavaScript  componentize-js  -> divide.wasm
+#   plugins/multiply          Python      componentize-py  -> multiply.wasm
+#   plugins/divide            JavaScript  componentize-js  -> divide.wasm
+#   plugins/running-total-py  Python      componentize-py  -> running_total_py.wasm
+#   plugins/running-total-js  JavaScript  componentize-js  -> running_total_js.wasm
 #
 # next to the Rust handlers, in target/wasm32-wasip2/release/ (or
 # $CARGO_TARGET_DIR/wasm32-wasip2/release/). The tools are pinned:
 # componentize-py in a virtual environment under
 # ${STAGEHOST_CACHE:-$HOME/.cache/stagehost}/componentize-py-venv (made with
 # the python3 on PATH), componentize-js and jco in plugins/divide/package.json
-# and package-lock.json (installed with `npm ci`; needs node 20 or later).
+# and package-lock.json (installed with `npm ci`; needs node 20 or later),
+# which plugins/running-total-js builds with too (it has no packages of its
+# own, and reads JSON with plugins/divide/src/json.js).
 #
 # A handler is rebuilt only when its inputs (sources, the WIT world, the tool
 # version, the build command) changed; a new artefact replaces the old one by
@@ -137,6 +141,20 @@ build multiply \
     "$(inputs_hash "componentize-py $COMPONENTIZE_PY_VERSION" "$(declare -f build_multiply)" "$wit" "${multiply_sources[@]}")" \
     build_multiply
 
+running_total_py_dir="$plugins_dir/running-total-py"
+running_total_py_sources=()
+while IFS= read -r file; do running_total_py_sources+=("$file"); done < <(
+    find "$running_total_py_dir" -maxdepth 1 -name '*.py' ! -name 'test_*.py' | LC_ALL=C sort
+)
+build_running_total_py() {
+    (cd "$running_total_py_dir" &&
+        VIRTUAL_ENV="$venv" "$componentize_py" -d "$wit" -w "$world" \
+            componentize -p "$running_total_py_dir" app -o "$tmp")
+}
+build running_total_py \
+    "$(inputs_hash "componentize-py $COMPONENTIZE_PY_VERSION" "$(declare -f build_running_total_py)" "$wit" "${running_total_py_sources[@]}")" \
+    build_running_total_py
+
 # --- JavaScript: componentize-js from package-lock.json ----------------------
 
 divide_dir="$plugins_dir/divide"
@@ -162,3 +180,21 @@ build_divide() {
 build divide \
     "$(inputs_hash "$lock_hash" "$(declare -f build_divide)" "$wit" "${divide_sources[@]}")" \
     build_divide
+
+# The same componentize-js, from plugins/divide's node_modules. It runs in
+# plugins/, because the engine reads the modules only below its working
+# directory and the handler imports plugins/divide/src/json.js (which the hash
+# covers too).
+running_total_js_dir="$plugins_dir/running-total-js"
+running_total_js_sources=()
+while IFS= read -r file; do running_total_js_sources+=("$file"); done < <(
+    find "$running_total_js_dir/src" -name '*.js' | LC_ALL=C sort
+)
+build_running_total_js() {
+    (cd "$plugins_dir" &&
+        divide/node_modules/.bin/componentize-js running-total-js/src/handler.js --wit "$wit" --world-name "$world" \
+            --disable http fetch-event --out "$tmp")
+}
+build running_total_js \
+    "$(inputs_hash "$lock_hash" "$(declare -f build_running_total_js)" "$wit" "${running_total_js_sources[@]}" "$divide_dir/src/json.js")" \
+    build_running_total_js

@@ -1,11 +1,15 @@
 //! `host new-plugin` as a new user runs it: the scaffolded Rust, Python and
-//! JavaScript handlers pass their own tests, build into components, and
-//! answer (and refuse) messages in the host's sandbox.
+//! JavaScript handlers, written outside the checkout, pass their own tests,
+//! build into components there, pass their `fixtures.jsonl` under
+//! `host test`, and answer (and refuse) messages in the host's sandbox.
 //!
-//! The Python and JavaScript plugins are tested and built by running the
-//! printed next steps as they are, with bash; they reuse the componentize-py
-//! virtual environment that scripts/build-foreign-plugins.sh made under
+//! The scaffolds must build without the checkout: nothing they hold names
+//! it (the guest kit and the WIT world are vendored). The Python and
+//! JavaScript plugins are tested and built by running the printed next steps
+//! as they are, with bash; they reuse the componentize-py virtual
+//! environment that scripts/build-foreign-plugins.sh made under
 //! `${STAGEHOST_CACHE:-$HOME/.cache/stagehost}` (or make it) and npm's cache.
+//! The Rust build reuses one cargo target directory across runs.
 
 mod common;
 
@@ -40,70 +44,137 @@ fn cargo(dir: &Path, args: &[&str]) -> String {
 fn a_scaffolded_rust_plugin_tests_builds_and_runs_in_the_sandbox() {
     let (dir, printed) = scaffold("rust");
     assert!(printed.contains("src/lib.rs"), "{printed}");
+    for vendored in [
+        "guest-kit/Cargo.toml",
+        "guest-kit/src/lib.rs",
+        "guest-kit/wit/stage-handler.wit",
+        "Cargo.lock",
+    ] {
+        assert!(
+            dir.join(vendored).is_file(),
+            "{vendored} missing: {printed}"
+        );
+    }
     assert!(
         printed.contains("cargo build --target wasm32-wasip2 --release"),
+        "{printed}"
+    );
+    let artefact = "target/wasm32-wasip2/release/double.wasm";
+    assert!(
+        printed.contains(&format!("test {artefact} fixtures.jsonl")),
         "{printed}"
     );
 
     let tested = cargo(&dir, &["test", "--release"]);
     assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
-    cargo(&dir, &["build", "--target", "wasm32-wasip2", "--release"]);
+    cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
 
-    let path = repo_root().join("target/new-plugin/wasm32-wasip2/release/double.wasm");
+    let path = repo_root()
+        .join("target/new-plugin")
+        .join(artefact.trim_start_matches("target/"));
+    passes_its_fixtures(&dir, &path);
     check_doubles_in_the_sandbox(&path);
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }
 
 #[test]
 fn a_scaffolded_python_plugin_tests_builds_and_runs_in_the_sandbox() {
     let (dir, printed) = scaffold("python");
     assert!(printed.contains("componentize-py==0.25.1"), "{printed}");
-    let wit = repo_root().join("wit/stage-handler.wit");
     assert!(
-        printed.contains(&format!("-d {} -w stage-handler", wit.display())),
+        printed.contains("-d wit/stage-handler.wit -w stage-handler"),
         "{printed}"
     );
-    let ran = run_next_steps("python", &printed);
+    assert!(dir.join("wit/stage-handler.wit").is_file());
+    let ran = run_next_steps("python", &dir, &printed);
     assert!(ran.contains("Ran 2 tests") && ran.contains("\nOK"), "{ran}");
+    assert!(ran.contains("5 passed, 0 failed"), "{ran}");
     check_doubles_in_the_sandbox(&dir.join("double.wasm"));
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }
 
 #[test]
 fn a_scaffolded_js_plugin_tests_builds_and_runs_in_the_sandbox() {
     let (dir, printed) = scaffold("js");
     assert!(printed.contains("npm install"), "{printed}");
-    let ran = run_next_steps("js", &printed);
+    assert!(printed.contains("--wit wit/stage-handler.wit"), "{printed}");
+    let ran = run_next_steps("js", &dir, &printed);
     assert!(
         ran.contains("# pass 2") && ran.contains("# fail 0"),
         "{ran}"
     );
+    assert!(ran.contains("5 passed, 0 failed"), "{ran}");
     check_doubles_in_the_sandbox(&dir.join("double.wasm"));
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }
 
-/// `host new-plugin double --lang LANG` into a fresh directory: the directory
-/// and what the command printed.
+/// `host new-plugin double --lang LANG` into a fresh directory outside the
+/// checkout, run from there: the directory and what the command printed.
+/// Checks that no file written names the checkout, and that the printed
+/// config snippet has the self-test.
 fn scaffold(lang: &str) -> (PathBuf, String) {
-    let dir = repo_root()
-        .join("target/new-plugin-test")
-        .join(unique(lang))
-        .join("double");
+    let outside = std::env::temp_dir().join(unique(&format!("new-plugin-{lang}")));
+    std::fs::create_dir_all(&outside).unwrap();
+    assert!(!outside.starts_with(repo_root()));
+    let dir = outside.join("double");
     let printed = run(Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["new-plugin", "double", "--lang", lang, "--dir"])
-        .arg(&dir)
-        .current_dir(repo_root()));
+        .args(["new-plugin", "double", "--lang", lang, "--dir", "double"])
+        .current_dir(&outside));
     assert!(printed.contains(".gitignore"), "{printed}");
+    assert!(printed.contains("fixtures.jsonl"), "{printed}");
+    assert!(printed.contains("#       self_test:\n"), "{printed}");
+    assert!(
+        printed.contains("#           error: invalid-input\n"),
+        "{printed}"
+    );
+    let checkout = repo_root().display().to_string();
+    for file in files_under(&dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains(&checkout),
+            "{} names the checkout {checkout}",
+            file.display()
+        );
+    }
     (dir, printed)
 }
 
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Runs the printed next steps (everything after `next:`) with bash, exactly
-/// as printed; the output of all of them.
-fn run_next_steps(lang: &str, printed: &str) -> String {
+/// as printed, from the directory the plugin was made in; the output of all
+/// of them.
+fn run_next_steps(lang: &str, dir: &Path, printed: &str) -> String {
     let (_, steps) = printed.split_once("\nnext:\n").expect("next steps printed");
     let started = Instant::now();
     let ran = run(Command::new("bash")
         .args(["-euo", "pipefail", "-c", steps])
-        .current_dir(repo_root()));
+        .current_dir(dir.parent().unwrap()));
     eprintln!("{lang}: the next steps ran in {:.1?}", started.elapsed());
     ran
+}
+
+/// `host test COMPONENT fixtures.jsonl` in the plugin's directory passes
+/// every case of the scaffold's fixtures.
+fn passes_its_fixtures(dir: &Path, component: &Path) {
+    let tested = run(Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("test")
+        .arg(component)
+        .arg("fixtures.jsonl")
+        .current_dir(dir));
+    assert!(tested.contains("5 passed, 0 failed"), "{tested}");
+    assert!(!tested.contains("FAIL"), "{tested}");
 }
 
 /// Loads the `double` component at `path` into the host's sandbox and checks

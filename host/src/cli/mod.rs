@@ -11,6 +11,7 @@ mod plugin;
 mod run;
 mod send;
 mod tail;
+mod test;
 
 pub use bench::BenchOptions;
 pub use new_plugin::{Language, Scaffolded, find_kit, new_plugin};
@@ -173,10 +174,30 @@ pub enum Command {
         dir: Option<PathBuf>,
         /// The guest kit, `plugins/guest` of the Stagehost repository
         /// (default: found above the current directory or the host binary).
-        /// Python and JavaScript plugins build against the WIT world in the
-        /// repository's `wit/` directory next to it.
+        /// The project gets a copy of it (Rust) and of the WIT world in the
+        /// repository's `wit/` directory next to it, so it builds anywhere.
         #[arg(long)]
         kit: Option<PathBuf>,
+    },
+    /// Runs a handler on the cases of a fixture file in the sandbox, without
+    /// a broker, and compares its answers with the expected ones.
+    Test {
+        /// The handler component (`.wasm`).
+        wasm: PathBuf,
+        /// The fixture file: JSON lines, one case each (`#` starts a comment).
+        fixtures: PathBuf,
+        /// Take the limits and settings of `--handler` from this config.
+        #[arg(long, requires = "handler")]
+        config: Option<PathBuf>,
+        /// The config's handler whose limits and settings apply.
+        #[arg(long, requires = "config")]
+        handler: Option<String>,
+        /// A setting for `init`, `K=V` (repeat for several; after the config's).
+        #[arg(long = "setting", value_name = "K=V", value_parser = test::parse_setting)]
+        settings: Vec<(String, String)>,
+        /// One JSON object per case instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Handlers of a running host, over its admin API.
     Handlers {
@@ -319,6 +340,32 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
                 println!("  {file}");
             }
             println!("next:\n{}", made.next_steps);
+            Ok(())
+        }
+        Command::Test {
+            wasm,
+            fixtures,
+            config,
+            handler,
+            settings,
+            json,
+        } => {
+            let options = test::TestOptions {
+                wasm,
+                fixtures,
+                config,
+                handler,
+                settings,
+                json,
+            };
+            // Guest calls run on a runtime of their own: keep them off the async context.
+            let summary = tokio::task::spawn_blocking(move || test::test(&options)).await??;
+            anyhow::ensure!(
+                summary.failed == 0,
+                "{} of {} cases failed",
+                summary.failed,
+                summary.passed + summary.failed
+            );
             Ok(())
         }
         Command::Handlers { command, admin } => handlers::handlers(command, &admin).await,

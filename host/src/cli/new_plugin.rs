@@ -1,9 +1,14 @@
 //! `host new-plugin`: writes a handler project that builds into a component
-//! and passes its own test as generated, so a new handler starts from
+//! and passes its own tests as generated, so a new handler starts from
 //! something that works. It is in Rust (with the guest kit), Python (built
 //! with componentize-py) or JavaScript (built with componentize-js); each
 //! doubles `x`, and the printed next steps are the exact commands to test and
-//! build it.
+//! build it, to run its fixtures with `host test`, and the `self_test`
+//! snippet for the config.
+//!
+//! The project is portable: it holds a copy of what it builds against (the
+//! WIT world, and for Rust the guest kit in `guest-kit/`, with the lock file
+//! the kit is built with), so it builds outside the Stagehost checkout.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -27,10 +32,30 @@ const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 const JCO_VERSION: &str = "1.35.0";
 
+/// Where the vendored WIT world goes, relative to the plugin's directory
+/// (for Rust, inside the vendored kit, which generates the bindings).
+const PYTHON_JS_WIT: &str = "wit/stage-handler.wit";
+/// Where the Rust template vendors the guest kit.
+const KIT_DIR: &str = "guest-kit";
+
+/// The fixtures every template passes: `host test` runs them on the built
+/// component.
+const FIXTURES: &str = r#"# `host test COMPONENT.wasm fixtures.jsonl` runs these cases in the host's sandbox.
+# One case a line: the message (`json`, or text as `value`; optional `key`,
+# `headers` as [key, value] pairs, `timestamp` in ms), then the `outputs` it must
+# give (each `json` or `value`; `key`, `topic`, `headers` when they count) or
+# the `error` kind it must end with.
+{"name": "doubles x", "json": {"x": 21}, "outputs": [{"json": {"x": 21, "result": 42}}]}
+{"name": "keeps the other fields and the key", "json": {"x": -4, "id": "a"}, "key": "k1", "outputs": [{"json": {"x": -4, "id": "a", "result": -8}, "key": "k1", "topic": null}]}
+{"name": "a string x is invalid input", "json": {"x": "21"}, "error": "invalid-input"}
+{"name": "a message that is not an object is invalid input", "json": [1], "error": "invalid-input"}
+{"name": "text that is not JSON is invalid input", "value": "{", "error": "invalid-input"}
+"#;
+
 /// One language's project: its files, and how to test and build it.
 struct Template {
     /// Files to write (path relative to the plugin's directory, content).
-    files: Vec<(&'static str, String)>,
+    files: Vec<(String, String)>,
     /// Shell lines, run in the plugin's directory, that test the plugin and
     /// build the component (comments after `#`).
     build: String,
@@ -44,16 +69,16 @@ pub struct Scaffolded {
     /// The new plugin's directory.
     pub dir: PathBuf,
     /// Files written, relative to `dir`.
-    pub files: Vec<&'static str>,
+    pub files: Vec<String>,
     /// The commands to build, test and run it.
     pub next_steps: String,
 }
 
 /// Writes a new plugin called `name` into `dir` (which must not exist yet or
 /// be empty). `kit` is the repository's `plugins/guest` directory: the Rust
-/// template depends on it, and the Python and JavaScript ones build against
-/// the WIT world in the repository's `wit/` directory next to it
-/// (`<kit>/../../wit`).
+/// template gets a copy of it (in `guest-kit/`), and every template a copy
+/// of the WIT world in the repository's `wit/` directory next to it
+/// (`<kit>/../../wit`), so that the project builds without the repository.
 pub fn new_plugin(
     name: &str,
     language: Language,
@@ -70,11 +95,18 @@ pub fn new_plugin(
         anyhow::bail!("{} exists and is not empty", dir.display());
     }
     let kit = std::path::absolute(kit).unwrap_or_else(|_| kit.to_path_buf());
-    let template = match language {
-        Language::Rust => rust_template(name, &kit),
-        Language::Python => python_template(name, &wit_path(&kit)?),
-        Language::Js => js_template(name, &wit_path(&kit)?),
+    let wit = read_wit(&kit)?;
+    let mut template = match language {
+        Language::Rust => rust_template(name, &kit, &wit)?,
+        Language::Python => python_template(name, wit.clone()),
+        Language::Js => js_template(name, wit.clone()),
     };
+    template
+        .files
+        .push(("fixtures.jsonl".into(), FIXTURES.to_string()));
+    template
+        .files
+        .push(("README.md".into(), readme(name, language, &template)));
     for (file, text) in &template.files {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
@@ -83,24 +115,96 @@ pub fn new_plugin(
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    // The same for every language: go there, test and build, then use it.
+    // The same for every language: go there, test and build, run the
+    // fixtures, then use it (from a config anywhere: an absolute path).
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let dir_text = dir.display();
+    let absolute_text = absolute.display();
     let next_steps = format!(
         "cd {cd}\n\
          {build}\
-         # then, in config.yml:\n\
+         {host} test {artefact} fixtures.jsonl # the fixtures, in the host's sandbox\n\
+         # then, in config.yml (`host check` and every reload run the self-test):\n\
          #   handlers:\n\
          #     {name}:\n\
-         #       path: {dir_text}/{artefact}\n\
+         #       path: {absolute_text}/{artefact}\n\
+         #       self_test:\n\
+         #         - input: {{x: 21}}\n\
+         #           output: {{x: 21, result: 42}}\n\
+         #         - input: {{x: \"21\"}}\n\
+         #           error: invalid-input\n\
          # and route to it from a stage; rebuilding swaps it in the running host.\n",
         cd = shell_word(&dir_text.to_string()),
         build = template.build,
+        host = host_command(),
         artefact = template.artefact,
     );
     Ok(Scaffolded {
         dir: dir.to_path_buf(),
-        files: template.files.iter().map(|(file, _)| *file).collect(),
+        files: template.files.into_iter().map(|(file, _)| file).collect(),
         next_steps,
+    })
+}
+
+/// This `host` executable as a shell word, for the printed `host test`
+/// command; plain `host` when it cannot be told.
+fn host_command() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.to_str().map(shell_word))
+        .unwrap_or_else(|| "host".into())
+}
+
+/// The scaffold's README: what each file is for, and the commands.
+fn readme(name: &str, language: Language, template: &Template) -> String {
+    let (logic, kit) = match language {
+        Language::Rust => (
+            "`src/lib.rs`: the handler (doubles `x`) and its unit tests (`cargo test`).",
+            "`guest-kit/`: a copy of the Stagehost guest kit (`stagehost-guest`) and, in \
+             `guest-kit/wit/`, the WIT world it generates the bindings from; `Cargo.lock`: \
+             the versions the kit was built with.",
+        ),
+        Language::Python => (
+            "`handler.py`: the handler's logic (doubles `x`), tested by `test_handler.py` \
+             (`python3 -m unittest`); `app.py`: the component's exports, which call it.",
+            "`wit/stage-handler.wit`: a copy of the Stagehost WIT world the component \
+             implements.",
+        ),
+        Language::Js => (
+            "`src/handler.js`: the handler (doubles `x`), tested by `test/handler.test.js` \
+             (`npm test`); `package.json`: the pinned componentize-js.",
+            "`wit/stage-handler.wit`: a copy of the Stagehost WIT world the component \
+             implements.",
+        ),
+    };
+    format!(
+        "# {name}\n\n\
+         A Stagehost stage handler, made by `host new-plugin`. It doubles `x`:\n\
+         `{{\"x\": 21}}` becomes `{{\"x\": 21, \"result\": 42}}`, and anything else is\n\
+         invalid input, which the host dead-letters with the reason.\n\n\
+         - {logic}\n\
+         - {kit}\n\
+         - `fixtures.jsonl`: messages and the answers they must get, run on the\n  \
+         built component in the host's sandbox by `host test {artefact} fixtures.jsonl`.\n\n\
+         The project needs nothing outside this directory. Test and build:\n\n\
+         ```sh\n{build}host test {artefact} fixtures.jsonl\n```\n",
+        build = template.build,
+        artefact = template.artefact,
+    )
+}
+
+/// The WIT world next to the kit, `<kit>/../../wit/stage-handler.wit`.
+fn read_wit(kit: &Path) -> anyhow::Result<String> {
+    let wit = kit
+        .parent()
+        .and_then(Path::parent)
+        .map(|repo| repo.join("wit/stage-handler.wit"))
+        .with_context(|| format!("{} has no grandparent directory", kit.display()))?;
+    std::fs::read_to_string(&wit).with_context(|| {
+        format!(
+            "cannot read the WIT world {} next to the guest kit; pass --kit PATH",
+            wit.display()
+        )
     })
 }
 
@@ -122,23 +226,6 @@ pub fn find_kit() -> anyhow::Result<PathBuf> {
             "cannot find the guest kit (plugins/guest of the Stagehost repository) above the \
              current directory or the host binary; pass --kit PATH",
         )
-}
-
-/// The repository's WIT world, `<kit>/../../wit/stage-handler.wit`, as an
-/// absolute path.
-fn wit_path(kit: &Path) -> anyhow::Result<String> {
-    let wit = kit
-        .parent()
-        .and_then(Path::parent)
-        .map(|repo| repo.join("wit/stage-handler.wit"))
-        .with_context(|| format!("{} has no grandparent directory", kit.display()))?;
-    let wit = wit.canonicalize().with_context(|| {
-        format!(
-            "cannot find the WIT world {} next to the guest kit; pass --kit PATH",
-            wit.display()
-        )
-    })?;
-    Ok(wit.display().to_string().replace('\\', "/"))
 }
 
 /// `text` as one shell word: unchanged when it needs no quoting.
@@ -166,24 +253,164 @@ fn check_plugin_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rust_template(name: &str, kit: &Path) -> Template {
-    let kit = kit.display().to_string().replace('\\', "/");
+/// The guest kit as files of the new project (under [`KIT_DIR`], its
+/// bindings generated from a copy of `wit`), the sections of the kit's
+/// workspace manifest it inherits from (`[workspace.package]` and its
+/// `[workspace.dependencies]`), and the workspace's lock file, if any.
+struct VendoredKit {
+    files: Vec<(String, String)>,
+    workspace: String,
+    lock: Option<String>,
+}
+
+fn vendor_kit(kit: &Path, wit: &str) -> anyhow::Result<VendoredKit> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading the guest kit's {}; pass --kit PATH",
+                path.display()
+            )
+        })
+    };
+    let manifest = read(&kit.join("Cargo.toml"))?;
+    let mut files = vec![(format!("{KIT_DIR}/Cargo.toml"), manifest.clone())];
+    let mut sources = Vec::new();
+    collect_files(&kit.join("src"), &mut sources)?;
+    sources.sort();
+    let mut wit_path_rewritten = false;
+    for source in sources {
+        let relative = source
+            .strip_prefix(kit)
+            .expect("a kit file is under the kit")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let mut text = read(&source)?;
+        if relative == "src/lib.rs" {
+            // In the repository the world is two levels up; here it is vendored.
+            let before = text.len();
+            text = text.replacen("path: \"../../wit\"", "path: \"wit\"", 1);
+            wit_path_rewritten = text.len() != before;
+        }
+        files.push((format!("{KIT_DIR}/{relative}"), text));
+    }
+    anyhow::ensure!(
+        wit_path_rewritten,
+        "{}: the guest kit's `generate!` does not read `path: \"../../wit\"`; cannot vendor it",
+        kit.join("src/lib.rs").display()
+    );
+    files.push((format!("{KIT_DIR}/wit/stage-handler.wit"), wit.to_string()));
+
+    let workspace_dir = kit
+        .parent()
+        .with_context(|| format!("{} has no parent directory", kit.display()))?;
+    let workspace_manifest = read(&workspace_dir.join("Cargo.toml"))?;
+    let workspace = inherited_sections(&manifest, &workspace_manifest).with_context(|| {
+        format!(
+            "{}: what the guest kit inherits from it",
+            workspace_dir.join("Cargo.toml").display()
+        )
+    })?;
+    let lock = std::fs::read_to_string(workspace_dir.join("Cargo.lock")).ok();
+    Ok(VendoredKit {
+        files,
+        workspace,
+        lock,
+    })
+}
+
+/// Every file under `dir`, recursively.
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_files(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The `[workspace.package]` section of `workspace` and the lines of its
+/// `[workspace.dependencies]` that the kit's `manifest` inherits
+/// (`NAME.workspace = true`), as TOML for the new project's manifest.
+fn inherited_sections(manifest: &str, workspace: &str) -> anyhow::Result<String> {
+    let inherited: Vec<&str> = manifest
+        .lines()
+        .filter_map(|line| {
+            let (key, rest) = line.split_once('=')?;
+            let key = key.trim();
+            let name = key.strip_suffix(".workspace").map(str::trim);
+            match name {
+                Some(name) if rest.trim() == "true" => Some(name),
+                _ if rest.contains("workspace = true") => Some(key),
+                _ => None,
+            }
+        })
+        .collect();
+    let mut section = "";
+    let mut package = String::new();
+    let mut dependencies = String::new();
+    for line in workspace.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed;
+            continue;
+        }
+        match section {
+            "[workspace.package]" if !trimmed.is_empty() && !trimmed.starts_with('#') => {
+                package.push_str(trimmed);
+                package.push('\n');
+            }
+            "[workspace.dependencies]" => {
+                let key = trimmed.split_once('=').map(|(key, _)| key.trim());
+                if key.is_some_and(|key| inherited.contains(&key)) {
+                    dependencies.push_str(trimmed);
+                    dependencies.push('\n');
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in &inherited {
+        let has = |text: &str| {
+            text.lines().any(|line| {
+                line.split_once('=')
+                    .is_some_and(|(key, _)| key.trim() == *name)
+            })
+        };
+        anyhow::ensure!(
+            has(&package) || has(&dependencies),
+            "no `{name}` in [workspace.package] or [workspace.dependencies]"
+        );
+    }
+    Ok(format!(
+        "[workspace.package]\n{package}\n[workspace.dependencies]\n{dependencies}"
+    ))
+}
+
+fn rust_template(name: &str, kit: &Path, wit: &str) -> anyhow::Result<Template> {
+    let vendored = vendor_kit(kit, wit)?;
+    let workspace = vendored.workspace;
     let manifest = format!(
         r#"[package]
 name = "{name}"
 version = "0.1.0"
 edition = "2024"
-description = "A Stagehost stage handler"
+description = "A Stagehost stage handler that doubles `x` (made by `host new-plugin`)"
 
 [lib]
 crate-type = ["cdylib"]
 
 [dependencies]
-stagehost-guest = {{ path = "{kit}" }}
+# The Stagehost guest kit, vendored: this project builds without the checkout.
+stagehost-guest = {{ path = "{KIT_DIR}" }}
 
-# A workspace of its own, wherever it sits.
+# A workspace of its own, wherever it sits; the kit in guest-kit/ is a member
+# and inherits these (as in the Stagehost repository's plugins/ workspace).
 [workspace]
 
+{workspace}
 [profile.release]
 opt-level = 3
 lto = true
@@ -236,12 +463,17 @@ mod tests {{
 }}
 "#
     );
-    Template {
-        files: vec![
-            ("Cargo.toml", manifest),
-            ("src/lib.rs", source),
-            (".gitignore", "/target\n/Cargo.lock\n".to_string()),
-        ],
+    let mut files = vec![
+        ("Cargo.toml".to_string(), manifest),
+        ("src/lib.rs".to_string(), source),
+        (".gitignore".to_string(), "/target\n".to_string()),
+    ];
+    if let Some(lock) = vendored.lock {
+        files.push(("Cargo.lock".to_string(), lock));
+    }
+    files.extend(vendored.files);
+    Ok(Template {
+        files,
         build: "cargo test                                   # the generated test, natively\n\
                 cargo build --target wasm32-wasip2 --release # the component\n"
             .to_string(),
@@ -249,10 +481,11 @@ mod tests {{
             "target/wasm32-wasip2/release/{}.wasm",
             name.replace('-', "_")
         ),
-    }
+    })
 }
 
-fn python_template(name: &str, wit: &str) -> Template {
+fn python_template(name: &str, wit_text: String) -> Template {
+    let wit = PYTHON_JS_WIT;
     let app = format!(
         r#""""The `{name}` stage handler: the exports of the stage-handler world
 ({wit}). componentize-py looks for the class `WitWorld`; raising
@@ -260,7 +493,7 @@ fn python_template(name: &str, wit: &str) -> Template {
 """
 
 import wit_world
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world.imports import types
 
 import handler
@@ -277,6 +510,17 @@ class WitWorld(wit_world.WitWorld):
             raise Err(types.HandlerError_InvalidInput(str(err)))
         # key=None keeps the input key; topic=None sends to the stage's output.
         return [types.Output(value=value, key=None, headers=[], topic=None)]
+
+    def handle_batch(self, msgs):
+        # Several messages of a partition in one call, one result each, as
+        # `handle` gives them (the host calls it with what it has fetched).
+        results = []
+        for msg in msgs:
+            try:
+                results.append(Ok(self.handle(msg)))
+            except Err as err:
+                results.append(err)
+        return results
 "#
     );
     let handler = format!(
@@ -335,10 +579,14 @@ if __name__ == "__main__":
     let wit = shell_word(wit);
     Template {
         files: vec![
-            ("app.py", app),
-            ("handler.py", handler),
-            ("test_handler.py", test),
-            (".gitignore", "__pycache__/\n*.wasm\n".to_string()),
+            ("app.py".to_string(), app),
+            ("handler.py".to_string(), handler),
+            ("test_handler.py".to_string(), test),
+            (PYTHON_JS_WIT.to_string(), wit_text),
+            (
+                ".gitignore".to_string(),
+                "__pycache__/\n*.wasm\n".to_string(),
+            ),
         ],
         build: format!(
             "python3 -m unittest                          # the generated test, natively\n\
@@ -353,13 +601,14 @@ if __name__ == "__main__":
     }
 }
 
-fn js_template(name: &str, wit: &str) -> Template {
+fn js_template(name: &str, wit_text: String) -> Template {
+    let wit = PYTHON_JS_WIT;
     let manifest = format!(
         r#"{{
   "name": "{name}",
   "version": "0.1.0",
   "private": true,
-  "description": "A Stagehost stage handler",
+  "description": "A Stagehost stage handler that doubles `x` (made by `host new-plugin`)",
   "type": "module",
   "scripts": {{
     "test": "node --test test/"
@@ -407,6 +656,21 @@ export function handle(msg) {{
   const value = new TextEncoder().encode(JSON.stringify(message));
   return [{{ value, key: undefined, headers: [], topic: undefined }}];
 }}
+
+// Several messages of a partition in one call, one result each, as `handle`
+// gives them (the host calls it with what it has fetched).
+export function handleBatch(msgs) {{
+  return msgs.map((msg) => {{
+    try {{
+      return {{ tag: 'ok', val: handle(msg) }};
+    }} catch (err) {{
+      if (err && (err.tag === 'invalid-input' || err.tag === 'transient')) {{
+        return {{ tag: 'err', val: err }};
+      }}
+      throw err;
+    }}
+  }});
+}}
 "#
     );
     let test = r#"// Tests of the handler on Node (`npm test`).
@@ -432,10 +696,14 @@ test('rejects what it cannot double', () => {
     let wit = shell_word(wit);
     Template {
         files: vec![
-            ("package.json", manifest),
-            ("src/handler.js", source),
-            ("test/handler.test.js", test),
-            (".gitignore", "node_modules/\n*.wasm\n".to_string()),
+            ("package.json".to_string(), manifest),
+            ("src/handler.js".to_string(), source),
+            ("test/handler.test.js".to_string(), test),
+            (PYTHON_JS_WIT.to_string(), wit_text),
+            (
+                ".gitignore".to_string(),
+                "node_modules/\n*.wasm\n".to_string(),
+            ),
         ],
         build: format!(
             "npm install --prefer-offline                 # componentize-js as pinned, from npm's cache if there\n\
@@ -443,5 +711,57 @@ test('rejects what it cannot double', () => {
              node_modules/.bin/componentize-js src/handler.js --wit {wit} --world-name stage-handler --disable http fetch-event --out {name}.wasm\n"
         ),
         artefact: format!("{name}.wasm"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixtures_every_template_writes_parse() {
+        let cases = super::super::test::parse_fixture_text(FIXTURES).unwrap();
+        assert_eq!(cases.len(), 5);
+    }
+
+    #[test]
+    fn the_kit_brings_what_it_inherits_from_its_workspace() {
+        let kit = "[package]\nname = \"kit\"\nversion.workspace = true\n\
+                   [dependencies]\nserde_json.workspace = true\nwit = { workspace = true }\n";
+        let workspace = "[workspace]\nmembers = [\"kit\"]\n\n[workspace.package]\n\
+                         # a comment\nversion = \"0.1.0\"\n\n[workspace.dependencies]\n\
+                         kit = { path = \"kit\" }\nserde_json = \"1\"\nwit = \"0.61\"\nother = \"2\"\n";
+        assert_eq!(
+            inherited_sections(kit, workspace).unwrap(),
+            "[workspace.package]\nversion = \"0.1.0\"\n\n\
+             [workspace.dependencies]\nserde_json = \"1\"\nwit = \"0.61\"\n"
+        );
+        let missing = inherited_sections(kit, "[workspace.package]\nversion = \"1\"\n");
+        let missing = missing.unwrap_err().to_string();
+        assert!(missing.contains("no `serde_json`"), "{missing}");
+    }
+
+    #[test]
+    fn the_repository_kit_is_vendored_with_its_world() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let kit = repo.join("plugins/guest");
+        let wit = read_wit(&kit).unwrap();
+        let vendored = vendor_kit(&kit, &wit).unwrap();
+        let file = |name: &str| {
+            vendored
+                .files
+                .iter()
+                .find(|(path, _)| path == name)
+                .map(|(_, text)| text.as_str())
+                .unwrap_or_else(|| panic!("{name} not vendored"))
+        };
+        assert!(file("guest-kit/src/lib.rs").contains("path: \"wit\""));
+        assert_eq!(file("guest-kit/wit/stage-handler.wit"), wit);
+        assert!(vendored.workspace.contains("wit-bindgen = "));
+        assert!(
+            vendored
+                .lock
+                .is_some_and(|lock| lock.contains("name = \"wit-bindgen\""))
+        );
     }
 }

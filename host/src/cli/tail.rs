@@ -362,7 +362,14 @@ fn newest(
     let mut records = Vec::new();
     let mut pending: Vec<i32> = windows.keys().copied().collect();
     while !pending.is_empty() {
-        read_windows(consumer, topic, &pending, &mut windows, options, &mut records)?;
+        read_windows(
+            consumer,
+            topic,
+            &pending,
+            &mut windows,
+            options,
+            &mut records,
+        )?;
         pending.clear();
         for (&partition, window) in &mut windows {
             if window.found < count && window.start > window.low {
@@ -681,7 +688,6 @@ fn json_bytes(out: &mut String, bytes: Option<&[u8]>) {
         }
     }
 }
-
 
 /// Milliseconds since the epoch as RFC 3339 in UTC with milliseconds:
 /// `2025-01-02T03:04:05.678Z`.

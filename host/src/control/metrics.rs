@@ -80,6 +80,28 @@ impl Metrics {
                 "Messages in an input partition the stage has not finished (high watermark minus the stored offset).",
                 &["stage", "partition"],
             ),
+            state_restored_records: counter_vec(
+                &registry,
+                "stagehost_state_restored_records_total",
+                "Changelog records read to restore or catch up a stateful stage's partitions.",
+                &["stage"],
+            ),
+            state_restore_seconds: register(
+                &registry,
+                prometheus::CounterVec::new(
+                    prometheus::Opts::new(
+                        "stagehost_state_restore_seconds_total",
+                        "Time spent restoring or catching up a stateful stage's partitions, in seconds.",
+                    ),
+                    &["stage"],
+                ),
+            ),
+            state_bytes: gauge_vec(
+                &registry,
+                "stagehost_state_bytes",
+                "Bytes of keys and values in a stateful stage's partition (its store, as of the last restore or checkpoint).",
+                &["stage", "partition"],
+            ),
         };
         let handler_info = gauge_vec(
             &registry,

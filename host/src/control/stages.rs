@@ -165,6 +165,7 @@ impl Stages {
                         state_plan.clone(),
                         self.clients.restorer(&plan.name)?,
                         epochs,
+                        metrics.clone(),
                     ));
                     self.states.insert(plan.name.clone(), state.clone());
                     Some(state)

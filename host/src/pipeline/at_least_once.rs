@@ -127,6 +127,9 @@ impl Stage {
                 () = queue.oldest_answered(), if !queue.is_empty() => {
                     let done = queue.pop().expect("the awaited message is pending");
                     self.finish_message(partition, done, &mut queue).await;
+                    if let Some(state) = &self.state {
+                        state.checkpoint_if_due(Some(partition));
+                    }
                 }
                 next = incoming.recv(), if queue.len() < MAX_IN_FLIGHT => match next {
                     Some(message) => {

@@ -240,6 +240,9 @@ impl Stage {
                     if let Some(state) = &self.state {
                         tokio::task::block_in_place(|| state.commit())
                             .with_context(|| format!("stage `{stage}`: writing committed state"))?;
+                        // No transaction is open now: the changelog holds
+                        // only what the stores hold.
+                        state.checkpoint_if_due(None);
                     }
                     return Ok(true);
                 }

@@ -32,6 +32,12 @@ pub struct MetricFamilies {
     pub handler_duration: HistogramVec,
     /// `stagehost_consumer_lag{stage,partition}`.
     pub consumer_lag: IntGaugeVec,
+    /// `stagehost_state_restored_records_total{stage}`.
+    pub state_restored_records: IntCounterVec,
+    /// `stagehost_state_restore_seconds_total{stage}`.
+    pub state_restore_seconds: prometheus::CounterVec,
+    /// `stagehost_state_bytes{stage,partition}`.
+    pub state_bytes: IntGaugeVec,
 }
 
 /// A stage's recording handle. Clones share their cached series.
@@ -145,6 +151,35 @@ impl StageMetrics {
                 .with_label_values(&[inner.stage.as_str(), partition.to_string().as_str()])
         })
         .set(lag);
+    }
+
+    /// Records one restore or catch-up of a partition's state
+    /// (`stagehost_state_restored_records_total`,
+    /// `stagehost_state_restore_seconds_total`, `stagehost_state_bytes`).
+    pub fn state_restored(&self, partition: i32, records: u64, seconds: f64, bytes: u64) {
+        let inner = &*self.inner;
+        let stage = inner.stage.as_str();
+        inner
+            .families
+            .state_restored_records
+            .with_label_values(&[stage])
+            .inc_by(records);
+        inner
+            .families
+            .state_restore_seconds
+            .with_label_values(&[stage])
+            .inc_by(seconds);
+        self.set_state_bytes(partition, bytes);
+    }
+
+    /// Sets the size of a partition's state (`stagehost_state_bytes`).
+    pub fn set_state_bytes(&self, partition: i32, bytes: u64) {
+        let inner = &*self.inner;
+        inner
+            .families
+            .state_bytes
+            .with_label_values(&[inner.stage.as_str(), partition.to_string().as_str()])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Removes a partition's lag series, e.g. when the partition is revoked.

@@ -67,7 +67,10 @@ mod tests {
         running_total(b"alice", &json!({"amount": 5})).unwrap();
         running_total(b"bob", &json!({"amount": 100})).unwrap();
         let out = running_total(b"alice", &json!({"amount": -2})).unwrap();
-        assert_eq!(out, json!({"account": "alice", "amount": -2, "total": 3, "count": 2}));
+        assert_eq!(
+            out,
+            json!({"account": "alice", "amount": -2, "total": 3, "count": 2})
+        );
     }
 
     #[test]

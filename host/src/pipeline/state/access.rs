@@ -28,6 +28,8 @@ pub(crate) struct PartitionState {
     pub(crate) checkpoint: i64,
     /// The partition's assignment epoch the state was caught up in.
     pub(crate) epoch: u64,
+    /// When the checkpoint was last written.
+    pub(crate) checkpointed: std::time::Instant,
 }
 
 /// A shared partition state.
@@ -51,6 +53,7 @@ impl PartitionState {
             uncommitted: Overlay::new(),
             checkpoint,
             epoch,
+            checkpointed: std::time::Instant::now(),
         }
     }
 

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::{AlreadyOpen, Change, Entry, PartitionStore};
 
+use super::metrics::StageMetrics;
 use crate::config::StatePlan;
 use crate::kafka::{HostContext, PartitionEpochs};
 
@@ -44,6 +45,9 @@ pub const EXPIRES_AT: &str = "stagehost-expires-at";
 const RESTORE_BATCH: usize = 10_000;
 /// How long a restore may go without a record before it fails.
 const RESTORE_STALL: Duration = Duration::from_secs(60);
+/// How often a partition's checkpoint moves up to its changelog's end while
+/// the stage runs, so that a restart after a crash reads only the tail.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a watermark request may take.
 const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +60,7 @@ pub struct StageState {
     restorer: Mutex<BaseConsumer<HostContext>>,
     /// The stage consumer's assignment epochs, per partition.
     epochs: Arc<PartitionEpochs>,
+    metrics: StageMetrics,
 }
 
 impl StageState {
@@ -66,6 +71,7 @@ impl StageState {
         plan: StatePlan,
         restorer: BaseConsumer<HostContext>,
         epochs: Arc<PartitionEpochs>,
+        metrics: StageMetrics,
     ) -> Self {
         Self {
             stage: stage.to_string(),
@@ -73,6 +79,7 @@ impl StageState {
             partitions: Mutex::new(BTreeMap::new()),
             restorer: Mutex::new(restorer),
             epochs,
+            metrics,
         }
     }
 
@@ -228,6 +235,9 @@ impl StageState {
         state.abort();
         state.checkpoint = end;
         state.epoch = epoch;
+        let elapsed = started.elapsed();
+        self.metrics
+            .state_restored(partition, records, elapsed.as_secs_f64(), state.bytes());
         tracing::info!(
             stage = %self.stage,
             partition,
@@ -236,7 +246,7 @@ impl StageState {
             to = end,
             records,
             bytes = state.bytes(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "state caught up"
         );
         drop(state);
@@ -289,6 +299,51 @@ impl StageState {
         for shared in self.partitions().values() {
             lock(shared).abort();
         }
+    }
+
+    /// Moves the checkpoint of `partition` (or of every partition held) up
+    /// to the changelog's end, durably, once [`CHECKPOINT_INTERVAL`] passed
+    /// since the last one. Call it only when the store holds every change
+    /// the changelog holds (exactly-once: right after a commit was applied;
+    /// at-least-once: any time, since the store takes changes before their
+    /// records are sent). A failure is logged; the next restore reads more.
+    pub(crate) fn checkpoint_if_due(&self, partition: Option<i32>) {
+        let due: Vec<(i32, SharedPartition)> = self
+            .partitions()
+            .iter()
+            .filter(|(held, _)| partition.is_none_or(|wanted| wanted == **held))
+            .filter(|(_, shared)| lock(shared).checkpointed.elapsed() >= CHECKPOINT_INTERVAL)
+            .map(|(held, shared)| (*held, shared.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            let consumer = self
+                .restorer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (partition, shared) in due {
+                let mut state = lock(&shared);
+                state.checkpointed = Instant::now();
+                let written = consumer
+                    .fetch_watermarks(&self.plan.changelog, partition, WATERMARKS_TIMEOUT)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|(_, high)| {
+                        state.store.apply(&[], Some(high), true)?;
+                        Ok(high)
+                    });
+                match written {
+                    Ok(high) => {
+                        state.checkpoint = high;
+                        self.metrics.set_state_bytes(partition, state.bytes());
+                    }
+                    Err(err) => {
+                        tracing::warn!(stage = %self.stage, partition, cause = %format!("{err:#}"), "state checkpoint not written")
+                    }
+                }
+            }
+        });
     }
 
     /// After the stage drained: each partition still held gets a durable
