@@ -29,7 +29,7 @@ esac
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 plugins_dir="$repo_root/plugins"
-components=(add subtract parse enrich audit notify running_total)
+components=(add subtract parse enrich audit notify running_total dedup)
 
 cd "$plugins_dir"
 

@@ -58,6 +58,22 @@ impl Setup {
     /// The running-total pipeline in `delivery` mode; `limits` is YAML for
     /// the handler's `limits:` (indented by four spaces), or empty.
     fn yaml(&self, delivery: &str, limits: &str) -> String {
+        self.yaml_with(
+            delivery,
+            limits,
+            &self.state_dir,
+            "target/wasm32-wasip2/release/running_total.wasm",
+        )
+    }
+
+    /// [`Setup::yaml`] with the state in `state_dir` and the handler at `handler`.
+    fn yaml_with(
+        &self,
+        delivery: &str,
+        limits: &str,
+        state_dir: &std::path::Path,
+        handler: &str,
+    ) -> String {
         format!(
             r#"
 state_dir: {state_dir}
@@ -77,7 +93,7 @@ admin:
   listen: 127.0.0.1:0
 handlers:
   running-total:
-    path: target/wasm32-wasip2/release/running_total.wasm
+    path: {handler}
 {limits}
 stages:
   - name: totals
@@ -87,7 +103,7 @@ stages:
     handler: running-total
     state: {{}}
 "#,
-            state_dir = self.state_dir.display(),
+            state_dir = state_dir.display(),
             brokers = brokers(),
             group = self.group,
             txn = unique("totals-txn"),
@@ -223,6 +239,19 @@ fn wait_for_starts(host: &HostProcess, starts: usize) {
     }
 }
 
+/// Waits until the host's log shows it was assigned at least one partition.
+fn wait_for_partitions(host: &HostProcess) {
+    let started = Instant::now();
+    while !host
+        .log()
+        .lines()
+        .any(|line| line.contains("partitions assigned") && !line.contains("partitions=[]"))
+    {
+        assert!(started.elapsed() < PROGRESS_TIMEOUT, "no partitions; log:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Per account, the amounts of inputs `0..count`, in order.
 fn expected_amounts(count: u64) -> BTreeMap<String, Vec<i64>> {
     let mut amounts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
@@ -254,7 +283,7 @@ fn assert_exact(outputs: &BTreeMap<String, Vec<Value>>, count: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_state_is_exact_through_three_sigkills() {
     let setup = Setup::new().await;
-    const COUNT: u64 = 20_000;
+    const COUNT: u64 = 50_000;
     let yaml = setup.yaml("exactly-once", "");
     let report = tokio::task::spawn_blocking(move || {
         let outputs = Outputs::start(&setup.output);
@@ -430,4 +459,151 @@ async fn state_comes_back_from_the_changelog_and_bad_messages_are_dead_letters()
     let outputs = outputs.finish();
     assert!(!outputs.contains_key(&long_key));
     assert_exact(&outputs, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_share_the_state_and_the_survivor_takes_over_a_killed_one() {
+    let setup = Setup::new().await;
+    const COUNT: u64 = 20_000;
+    let handler = "target/wasm32-wasip2/release/running_total.wasm";
+    let first = setup.yaml_with("exactly-once", "", &setup.state_dir, handler);
+    let second_dir = std::env::temp_dir().join(unique("stagehost-state"));
+    let second = setup.yaml_with("exactly-once", "", &second_dir, handler);
+    let outputs = tokio::task::spawn_blocking(move || {
+        let outputs = Outputs::start(&setup.output);
+        let mut survivor = HostProcess::start(&first);
+        survivor.wait_for_log("stagehost running", PROGRESS_TIMEOUT);
+        let mut killed = HostProcess::start(&second);
+        killed.wait_for_log("stagehost running", PROGRESS_TIMEOUT);
+        // Both hold partitions before the amounts come.
+        wait_for_partitions(&killed);
+        send_amounts(&setup.input, 0, COUNT);
+        outputs.wait_for(COUNT as usize / 3, &survivor);
+        killed.stop("KILL");
+        println!("second host killed at {} outputs", outputs.count());
+        outputs.wait_for(COUNT as usize, &survivor);
+        assert!(survivor.stop("TERM"), "log:\n{}", survivor.log());
+        let survivor_log = survivor.log();
+        let killed_log = killed.log();
+        std::thread::sleep(Duration::from_secs(2));
+        (outputs.finish(), survivor_log, killed_log)
+    })
+    .await
+    .unwrap();
+    let (outputs, survivor_log, killed_log) = outputs;
+    // The killed host had handled some partitions' state: the survivor
+    // restored them from the changelog.
+    assert!(killed_log.contains("state caught up"), "{killed_log}");
+    assert!(
+        survivor_log.matches("state caught up").count() > 2,
+        "{survivor_log}"
+    );
+    assert_exact(&outputs, COUNT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_swap_mid_stream_keeps_the_state() {
+    let setup = Setup::new().await;
+    const COUNT: u64 = 10_000;
+    // The Rust handler is replaced by the Python one, which keeps the same
+    // state in the same format.
+    let dir = std::env::temp_dir().join(unique("stagehost-swap"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let served = dir.join("running-total.wasm");
+    let release = common::repo_root().join("target/wasm32-wasip2/release");
+    std::fs::copy(release.join("running_total.wasm"), &served).unwrap();
+    let yaml = setup.yaml_with(
+        "exactly-once",
+        "",
+        &setup.state_dir,
+        served.to_str().unwrap(),
+    );
+    let outputs = tokio::task::spawn_blocking(move || {
+        let outputs = Outputs::start(&setup.output);
+        let host = HostProcess::start(&yaml);
+        host.wait_for_log("stagehost running", PROGRESS_TIMEOUT);
+        send_amounts(&setup.input, 0, COUNT / 2);
+        outputs.wait_for(COUNT as usize / 4, &host);
+        let next = dir.join("next.wasm");
+        std::fs::copy(release.join("running_total_py.wasm"), &next).unwrap();
+        std::fs::rename(&next, &served).unwrap();
+        host.wait_for_log("handler swapped", PROGRESS_TIMEOUT);
+        send_amounts(&setup.input, COUNT / 2, COUNT);
+        outputs.wait_for(COUNT as usize, &host);
+        let mut host = host;
+        assert!(host.stop("TERM"), "log:\n{}", host.log());
+        std::thread::sleep(Duration::from_secs(1));
+        outputs.finish()
+    })
+    .await
+    .unwrap();
+    assert_exact(&outputs, COUNT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dedup_passes_each_id_once() {
+    let input = unique("events");
+    let output = unique("unique-events");
+    create_topic(&input, PARTITIONS).await;
+    create_topic(&output, PARTITIONS).await;
+    let yaml = format!(
+        r#"
+state_dir: {state_dir}
+kafka:
+  brokers: {brokers}
+  group: {group}
+handlers:
+  dedup:
+    path: target/wasm32-wasip2/release/dedup.wasm
+stages:
+  - name: dedup
+    input: {input}
+    output: {output}
+    dead_letter: {dead_letter}
+    handler: dedup
+    state: {{}}
+"#,
+        state_dir = std::env::temp_dir()
+            .join(unique("stagehost-state"))
+            .display(),
+        brokers = brokers(),
+        group = unique("dedup-group"),
+        dead_letter = unique("events-dlq"),
+    );
+    let mut host = HostProcess::start(&yaml);
+    host.wait_for_log("stagehost running", PROGRESS_TIMEOUT);
+    // 300 ids, each sent three times: the producer's retries, say.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for copy in 0..3 {
+        for id in 0..300 {
+            let key = format!("order-{id}");
+            let value = format!(r#"{{"id": "{key}", "copy": {copy}}}"#);
+            producer
+                .send(BaseRecord::to(&input).key(&key).payload(&value))
+                .unwrap();
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let received = read(
+        &output,
+        300,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(received.len(), 300, "one output per id");
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300);
+    // The first copy of each id is the one that passes.
+    assert!(received.iter().all(|r| r.json()["copy"] == 0));
+    assert!(host.stop("TERM"), "log:\n{}", host.log());
 }
