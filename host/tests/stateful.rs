@@ -131,7 +131,7 @@ fn send_amounts(topic: &str, from: u64, to: u64) {
         .unwrap();
     for index in from..to {
         let (account, amount) = amount(index);
-        let value = format!(r#"{{"amount": {amount}}}"#);
+        let value = format!(r#"{{"account": "{account}", "amount": {amount}}}"#);
         loop {
             match producer.send(BaseRecord::to(topic).key(&account).payload(&value)) {
                 Ok(()) => break,
@@ -453,6 +453,7 @@ async fn state_comes_back_from_the_changelog_and_bad_messages_are_dead_letters()
         .collect();
     assert!(kinds.contains(&"missing-key"), "{kinds:?}");
     assert!(kinds.contains(&"state-limit"), "{kinds:?}");
+    assert!(kinds.contains(&"invalid-input"), "{kinds:?}");
     assert!(host.stop("TERM"), "log:\n{}", host.log());
     let log = host.log();
     assert!(log.contains("limits.state_bytes"), "{log}");

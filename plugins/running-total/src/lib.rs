@@ -1,11 +1,13 @@
 //! The `running-total` stage handler: a running total per account, kept in
-//! the stage's state under the message key.
+//! the stage's state under the account.
 //!
-//! `{"amount": 5}` keyed `alice` becomes
+//! `{"account": "alice", "amount": 5}` (keyed `alice`) becomes
 //! `{"account": "alice", "amount": 5, "total": 12, "count": 3}` when alice's
-//! earlier amounts summed to 7 over two messages. An amount that is not an
-//! integer, or a total that would overflow, is `invalid-input` and changes
-//! nothing. The stage needs `state:` in the config and keyed messages.
+//! earlier amounts summed to 7 over two messages. A missing account, an
+//! amount that is not an integer, or a total that would overflow i64 is
+//! `invalid-input` and changes nothing. The stage needs `state:` in the
+//! config, and its input keyed by the account (so that each account's
+//! messages share a partition, and so its state).
 
 use stagehost_guest::{
     Guest, HandlerError, Message, Output, Settings, Value, export_handler, json, state,
@@ -21,7 +23,12 @@ fn totals(key: &[u8]) -> (i64, u64) {
 }
 
 /// Adds one message's amount to its account's total.
-pub fn running_total(key: &[u8], input: &Value) -> Result<Value, HandlerError> {
+pub fn running_total(input: &Value) -> Result<Value, HandlerError> {
+    let account = input["account"]
+        .as_str()
+        .filter(|account| !account.is_empty())
+        .ok_or_else(|| HandlerError::invalid_input("\"account\" must be a non-empty string"))?;
+    let key = account.as_bytes();
     let amount = input["amount"]
         .as_i64()
         .ok_or_else(|| HandlerError::invalid_input("\"amount\" must be an integer"))?;
@@ -32,7 +39,7 @@ pub fn running_total(key: &[u8], input: &Value) -> Result<Value, HandlerError> {
     let count = count + 1;
     state::set_json(key, &json!({"total": total, "count": count}));
     Ok(json!({
-        "account": String::from_utf8_lossy(key),
+        "account": account,
         "amount": amount,
         "total": total,
         "count": count,
@@ -47,11 +54,7 @@ impl Guest for RunningTotal {
     }
 
     fn handle(msg: Message) -> Result<Vec<Output>, HandlerError> {
-        let key = msg
-            .key
-            .clone()
-            .ok_or_else(|| HandlerError::invalid_input("a running total needs a keyed message"))?;
-        let output = running_total(&key, &msg.json()?)?;
+        let output = running_total(&msg.json()?)?;
         Ok(vec![Output::json(&output)])
     }
 }
@@ -64,9 +67,9 @@ mod tests {
 
     #[test]
     fn totals_add_up_per_account() {
-        running_total(b"alice", &json!({"amount": 5})).unwrap();
-        running_total(b"bob", &json!({"amount": 100})).unwrap();
-        let out = running_total(b"alice", &json!({"amount": -2})).unwrap();
+        running_total(&json!({"account": "alice", "amount": 5})).unwrap();
+        running_total(&json!({"account": "bob", "amount": 100})).unwrap();
+        let out = running_total(&json!({"account": "alice", "amount": -2})).unwrap();
         assert_eq!(
             out,
             json!({"account": "alice", "amount": -2, "total": 3, "count": 2})
@@ -75,9 +78,11 @@ mod tests {
 
     #[test]
     fn a_bad_amount_changes_nothing() {
-        running_total(b"carol", &json!({"amount": 1})).unwrap();
-        assert!(running_total(b"carol", &json!({"amount": "x"})).is_err());
-        let out = running_total(b"carol", &json!({"amount": 1})).unwrap();
+        running_total(&json!({"account": "carol", "amount": 1})).unwrap();
+        assert!(running_total(&json!({"account": "carol", "amount": "x"})).is_err());
+        assert!(running_total(&json!({"amount": 1})).is_err());
+        running_total(&json!({"account": "carol", "amount": i64::MAX})).unwrap_err();
+        let out = running_total(&json!({"account": "carol", "amount": 1})).unwrap();
         assert_eq!(out["total"], 2);
     }
 }
