@@ -377,6 +377,11 @@ async fn at_least_once_state_loses_nothing_through_sigkills() {
     .await
     .unwrap();
     let inputs = expected_amounts(COUNT);
+    let produced: usize = outputs.values().map(Vec::len).sum();
+    println!(
+        "at-least-once: {produced} outputs for {COUNT} inputs ({} handled again after the kills)",
+        produced - COUNT as usize
+    );
     for (account, amounts) in &inputs {
         let got = &outputs[account];
         assert!(

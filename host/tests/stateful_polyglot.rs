@@ -3,10 +3,14 @@
 //! (componentize-js) components keep a total per account in their stage's
 //! state through the world's `state` import, as the Rust `running-total`
 //! does (host/tests/stateful.rs). For each, an exactly-once stage on fresh
-//! topics handles 200 keyed amounts over 10 accounts; a `read_committed`
-//! reader must see one output per amount, each account's counting 1, 2, 3,
-//! ... with running sums. The host is then stopped with SIGTERM and started
-//! again, and 100 more amounts must carry on from the restored totals.
+//! topics handles 200 amounts, `{"account": ACCOUNT, "amount": N}` keyed by
+//! the account, over 10 accounts; a `read_committed` reader must see one
+//! output per amount, each account's counting 1, 2, 3, ... with running
+//! sums. Values keyed by an account but without a valid `account` field
+//! must be dead-lettered (`invalid-input`) and count for nothing: the
+//! account is the value's field, not the key. The host is then stopped with
+//! SIGTERM and started again, and 100 more amounts must carry on from the
+//! restored totals.
 //!
 //! `scripts/build-foreign-plugins.sh` (run by `make plugins`) builds the two
 //! components. Each is a whole language runtime, which the host compiles on
@@ -16,7 +20,7 @@
 mod common;
 
 use common::numbered::HostProcess;
-use common::{brokers, create_topic, plugin, unique};
+use common::{brokers, create_topic, plugin, read, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
@@ -56,13 +60,15 @@ fn expected_amounts(count: u64) -> BTreeMap<String, Vec<i64>> {
 struct Pipeline {
     input: String,
     output: String,
+    dead_letter: String,
     yaml: String,
 }
 
 impl Pipeline {
     async fn new(component: &str) -> Self {
         plugin("wasm32-wasip2", component);
-        let (input, output) = (unique("amounts"), unique("totals"));
+        let (input, output, dead_letter) =
+            (unique("amounts"), unique("totals"), unique("totals-dlq"));
         create_topic(&input, PARTITIONS).await;
         create_topic(&output, PARTITIONS).await;
         let yaml = format!(
@@ -99,17 +105,18 @@ stages:
             brokers = brokers(),
             group = unique("totals-group"),
             txn = unique("totals-txn"),
-            dead_letter = unique("totals-dlq"),
         );
         Self {
             input,
             output,
+            dead_letter,
             yaml,
         }
     }
 }
 
-/// Sends inputs `from..to`, keyed by account, and waits for their acks.
+/// Sends inputs `from..to`, `{"account": ACCOUNT, "amount": N}` keyed by the
+/// account, and waits for their acks.
 fn send_amounts(topic: &str, from: u64, to: u64) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -118,7 +125,7 @@ fn send_amounts(topic: &str, from: u64, to: u64) {
         .unwrap();
     for index in from..to {
         let (account, amount) = amount(index);
-        let value = format!(r#"{{"amount": {amount}}}"#);
+        let value = serde_json::json!({"account": account, "amount": amount}).to_string();
         let mut record = BaseRecord::to(topic).key(&account).payload(&value);
         loop {
             match producer.send(record) {
@@ -131,6 +138,60 @@ fn send_amounts(topic: &str, from: u64, to: u64) {
         }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Values without a valid `account`, each keyed by an account that has
+/// amounts: the handler must dead-letter them, whatever the key.
+const INVALID: [&str; 3] = [
+    r#"{"amount": 1000}"#,
+    r#"{"account": "", "amount": 1000}"#,
+    r#"{"account": 7, "amount": 1000}"#,
+];
+
+/// Sends `INVALID`, keyed by account 0, and waits for their acks.
+fn send_invalid(topic: &str) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let (account, _) = amount(0);
+    for value in INVALID {
+        producer
+            .send(BaseRecord::to(topic).key(&account).payload(value))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Asserts `INVALID` came to the dead-letter topic as `invalid-input`.
+fn assert_invalid_dead_lettered(dead_letter: &str) {
+    let letters = tokio::runtime::Handle::current().block_on(read(
+        dead_letter,
+        INVALID.len(),
+        PROGRESS_TIMEOUT,
+        Duration::from_secs(1),
+    ));
+    let mut values: Vec<String> = letters
+        .iter()
+        .map(|letter| {
+            assert_eq!(
+                letter.header("stagehost-error-kind"),
+                "invalid-input",
+                "{letter:?}"
+            );
+            assert!(
+                letter
+                    .header("stagehost-error-reason")
+                    .contains("\"account\" must be a non-empty string"),
+                "{letter:?}"
+            );
+            String::from_utf8_lossy(letter.value.as_deref().unwrap_or_default()).into_owned()
+        })
+        .collect();
+    values.sort();
+    let mut expected: Vec<String> = INVALID.iter().map(|value| value.to_string()).collect();
+    expected.sort();
+    assert_eq!(values, expected, "the dead letters");
 }
 
 /// Reads `topic` from the beginning, `read_committed`, until at least
@@ -217,8 +278,10 @@ async fn totals_survive_a_restart(component: &'static str) {
     tokio::task::spawn_blocking(move || {
         let mut host = HostProcess::start(&pipeline.yaml);
         host.wait_for_log("stagehost running", PROGRESS_TIMEOUT);
+        send_invalid(&pipeline.input);
         send_amounts(&pipeline.input, 0, FIRST_RUN);
         read_outputs(&pipeline.output, FIRST_RUN as usize, &host);
+        assert_invalid_dead_lettered(&pipeline.dead_letter);
         assert!(
             host.stop("TERM"),
             "SIGTERM ends the host; log:\n{}",

@@ -1,10 +1,13 @@
 """The ``running-total-py`` stage handler: the exports of the
 ``stagehost:handler/stage-handler`` world (wit/stage-handler.wit), in Python.
 
-A running total per account (the message key), kept in the stage's state
-through the world's ``state`` import (``from wit_world.imports import state``);
-see running_total.py for the rules. The stage needs ``state: {}`` in the
-config, and keyed messages.
+A running total per account (the value's ``account`` field, a non-empty
+string), kept in the stage's state under the account's UTF-8 bytes through the
+world's ``state`` import (``from wit_world.imports import state``); see
+running_total.py for the rules. The stage needs ``state: {}`` in the config,
+and keyed messages (key them by account, so that one account's messages stay
+in one partition, in order); the key is checked for, and kept on the output,
+but the logic does not read it.
 
 componentize-py looks for a class named ``WitWorld`` in this module. A
 function returning ``result<T, E>`` returns T, or raises ``Err(E)``; any other
@@ -43,7 +46,7 @@ class WitWorld(wit_world.WitWorld):
         if msg.key is None:
             raise Err(types.HandlerError_InvalidInput("a running total needs a keyed message"))
         try:
-            value = running_total.running_total(HostState, msg.key, msg.value)
+            value = running_total.running_total(HostState, msg.value)
         except running_total.InvalidInput as err:
             raise Err(types.HandlerError_InvalidInput(str(err)))
         # key=None keeps the input key; topic=None sends to the stage's output.

@@ -1,14 +1,15 @@
 """The ``running-total-py`` handler's logic: a running total per account, kept
-in the stage's state under the message key, as the Rust
-``plugins/running-total`` does it.
+in the stage's state, as the Rust ``plugins/running-total`` does it.
 
-``{"amount": 5}`` keyed ``alice`` becomes
+The account is the value's ``account`` field, a non-empty JSON string, and
+the state key is its UTF-8 bytes; the message key plays no part.
+``{"account": "alice", "amount": 5}`` becomes
 ``{"account": "alice", "amount": 5, "total": 12, "count": 3}`` when alice's
-earlier amounts summed to 7 over two messages, and the state under ``alice``
-becomes ``{"count":3,"total":12}``. An amount that is not a 64-bit integer
-(``5.0``, ``"5"``, ``true`` are not), a value that is not a JSON object, or a
-total that would leave the 64-bit range is :class:`InvalidInput` and changes
-nothing.
+earlier amounts summed to 7 over two messages, and the state under
+``b"alice"`` becomes ``{"count":3,"total":12}``. A value that is not a JSON
+object, an account that is missing or not a non-empty string, an amount that
+is not a 64-bit integer (``5.0``, ``"5"``, ``true`` are not), or a total that
+would leave the 64-bit range is :class:`InvalidInput` and changes nothing.
 
 The state is reached through a *store*, any object with ``get(key) -> bytes |
 None`` and ``set(key, value)``: in the component it is the host's ``state``
@@ -51,13 +52,29 @@ def totals(store, key: bytes):
     return (total or 0, count if count is not None and count >= 0 else 0)
 
 
-def running_total(store, key: bytes, value: bytes) -> bytes:
+def _account(doc) -> tuple[str, bytes]:
+    """The value's ``account`` and its UTF-8 bytes (the state key)."""
+    account = doc.get("account") if isinstance(doc, dict) else None
+    if not isinstance(account, str) or account == "":
+        raise InvalidInput('"account" must be a non-empty string')
+    try:
+        return account, account.encode("utf-8")
+    except UnicodeEncodeError:
+        # json.loads lets a lone surrogate escape (``"\ud800"``) through;
+        # serde_json and UTF-8 do not.
+        raise InvalidInput(
+            'message value is not valid JSON: lone surrogate in "account"'
+        ) from None
+
+
+def running_total(store, value: bytes) -> bytes:
     """Adds one message's amount to its account's total; the output value."""
     try:
         doc = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InvalidInput(f"message value is not valid JSON: {err}") from None
-    amount = _i64(doc.get("amount")) if isinstance(doc, dict) else None
+    account, key = _account(doc)
+    amount = _i64(doc.get("amount"))
     if amount is None:
         raise InvalidInput('"amount" must be an integer')
     total, count = totals(store, key)
@@ -68,7 +85,7 @@ def running_total(store, key: bytes, value: bytes) -> bytes:
     store.set(key, _dumps({"count": count, "total": total}))
     return _dumps(
         {
-            "account": key.decode("utf-8", "replace"),
+            "account": account,
             "amount": amount,
             "total": total,
             "count": count,

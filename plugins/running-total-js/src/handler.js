@@ -2,10 +2,13 @@
 // `stagehost:handler/stage-handler` world (wit/stage-handler.wit), in
 // JavaScript.
 //
-// A running total per account (the message key), kept in the stage's state
-// through the world's `state` import (`stagehost:handler/state@0.2.0`); see
+// A running total per account (the value's `account` field, a non-empty
+// string), kept in the stage's state under the account's UTF-8 bytes through
+// the world's `state` import (`stagehost:handler/state@0.2.0`); see
 // ./running-total.js for the rules. The stage needs `state: {}` in the
-// config, and keyed messages.
+// config, and keyed messages (key them by account, so that one account's
+// messages stay in one partition, in order); the key is checked for, and
+// kept on the output, but the logic does not read it.
 //
 // A function returning `result<T, E>` returns T, or throws E: here
 // `{ tag: 'invalid-input', val: reason }`. Any other exception traps: the
@@ -37,7 +40,7 @@ export function handle(msg) {
   }
   let value;
   try {
-    value = runningTotal(hostState, msg.key, msg.value);
+    value = runningTotal(hostState, msg.value);
   } catch (err) {
     if (err instanceof InvalidInput) {
       throw { tag: 'invalid-input', val: err.message };

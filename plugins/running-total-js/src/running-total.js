@@ -1,13 +1,15 @@
 // The `running-total-js` handler's logic: a running total per account, kept
-// in the stage's state under the message key, as the Rust
-// `plugins/running-total` does it.
+// in the stage's state, as the Rust `plugins/running-total` does it.
 //
-// {"amount": 5} keyed `alice` becomes
+// The account is the value's `account` field, a non-empty JSON string, and
+// the state key is its UTF-8 bytes; the message key plays no part.
+// {"account": "alice", "amount": 5} becomes
 // {"account": "alice", "amount": 5, "total": 12, "count": 3} when alice's
-// earlier amounts summed to 7 over two messages, and the state under `alice`
-// becomes {"count":3,"total":12}. An amount that is not a 64-bit integer
-// (5.0, "5", true are not), a value that is not a JSON object, or a total
-// that would leave the 64-bit range is `InvalidInput` and changes nothing.
+// earlier amounts summed to 7 over two messages, and the state under the
+// bytes of `alice` becomes {"count":3,"total":12}. A value that is not a JSON
+// object, an account that is missing or not a non-empty string, an amount
+// that is not a 64-bit integer (5.0, "5", true are not), or a total that
+// would leave the 64-bit range is `InvalidInput` and changes nothing.
 //
 // JSON is read with plugins/divide's exact reader (../../divide/src/json.js),
 // so integers beyond 2^53 stay exact (as BigInts) and 5.0 stays a double.
@@ -26,7 +28,8 @@ const I64_MAX = 2n ** 63n - 1n;
 /** The message cannot be processed: dead-letter it (`invalid-input`). */
 export class InvalidInput extends Error {}
 
-const keyDecoder = new TextDecoder();
+// The parser rejects lone surrogates, so an account's UTF-8 is exact.
+const keyEncoder = new TextEncoder();
 
 /** `value` as a BigInt if it is a JSON integer within 64 bits (serde_json's `as_i64`). */
 function i64(value) {
@@ -69,8 +72,17 @@ export function totals(store, key) {
   return [total, count !== undefined && count >= 0n ? count : 0n];
 }
 
+/** The value's `account`: a non-empty string, or `InvalidInput`. */
+function accountOf(doc) {
+  const account = isObject(doc) && Object.hasOwn(doc, 'account') ? doc.account : undefined;
+  if (typeof account !== 'string' || account === '') {
+    throw new InvalidInput('"account" must be a non-empty string');
+  }
+  return account;
+}
+
 /** Adds one message's amount to its account's total; the output value (bytes). */
-export function runningTotal(store, key, value) {
+export function runningTotal(store, value) {
   let doc;
   try {
     doc = parseBytes(value);
@@ -80,7 +92,9 @@ export function runningTotal(store, key, value) {
     }
     throw err;
   }
-  const amount = isObject(doc) && Object.hasOwn(doc, 'amount') ? i64(doc.amount) : undefined;
+  const account = accountOf(doc);
+  const key = keyEncoder.encode(account);
+  const amount = Object.hasOwn(doc, 'amount') ? i64(doc.amount) : undefined;
   if (amount === undefined) {
     throw new InvalidInput('"amount" must be an integer');
   }
@@ -93,7 +107,7 @@ export function runningTotal(store, key, value) {
   store.set(key, toBytes({ count: number(count), total: number(total) }));
   // toBytes sorts keys; the host compares parsed JSON.
   return toBytes({
-    account: keyDecoder.decode(key),
+    account,
     amount: number(amount),
     total: number(total),
     count: number(count),
