@@ -133,6 +133,12 @@ impl Stage {
                 }
                 next = incoming.recv(), if queue.len() < MAX_IN_FLIGHT => match next {
                     Some(message) => {
+                        if self.state.as_ref().is_some_and(|state| state.needs_catch_up(partition)) {
+                            // The partition moved: its state is read back
+                            // from the changelog, so every change sent so far
+                            // must be in it first.
+                            self.drain(partition, &mut queue).await;
+                        }
                         let permit = match &self.permits {
                             Some(permits) => Some(permits.acquire().await.expect("the stage's semaphore is never closed")),
                             None => None,
@@ -145,12 +151,17 @@ impl Stage {
                 },
             }
         }
+        self.drain(partition, &mut queue).await;
+        Ok(())
+    }
+
+    /// Waits for every message in the queue to be answered and settles them.
+    async fn drain(&self, partition: i32, queue: &mut Queue) {
         while !queue.is_empty() {
             queue.oldest_answered().await;
             let done = queue.pop().expect("the awaited message is pending");
-            self.finish_message(partition, done, &mut queue).await;
+            self.finish_message(partition, done, queue).await;
         }
-        Ok(())
     }
 
     /// Settles an answered message and stores its offset when that may be.

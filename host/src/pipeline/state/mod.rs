@@ -5,7 +5,10 @@
 //!
 //! - A partition's store is opened, and caught up with its changelog from
 //!   its checkpoint, before its first message is handled, and again after
-//!   the partition was revoked (another host may have changed it meanwhile).
+//!   the partition was revoked (another host may have changed it meanwhile);
+//!   at-least-once waits for the partition's changelog records in flight
+//!   first, exactly-once ends the open transaction first, so the changelog
+//!   read back holds every change the store holds.
 //! - Every message's changes become changelog records (the key, the value or
 //!   a tombstone, and a `stagehost-expires-at` header for an entry with a
 //!   time to live) sent with the message's outputs: acknowledged before its
