@@ -46,6 +46,8 @@ use crate::kafka::{HostContext, PartitionEpochs};
 pub const EXPIRES_AT: &str = "stagehost-expires-at";
 /// Changelog records applied to a store per local transaction while restoring.
 const RESTORE_BATCH: usize = 10_000;
+/// How often a long restore logs how far it got.
+const RESTORE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a restore may go without a record before it fails.
 const RESTORE_STALL: Duration = Duration::from_secs(60);
 /// How often a partition's checkpoint moves up to its changelog's end while
@@ -197,6 +199,7 @@ impl StageState {
             consumer.assign(&assignment)?;
             let mut batch: Vec<Change> = Vec::new();
             let mut progressed = Instant::now();
+            let mut reported = Instant::now();
             loop {
                 match consumer.poll(Duration::from_millis(200)) {
                     None => {
@@ -219,6 +222,10 @@ impl StageState {
                         if batch.len() >= RESTORE_BATCH {
                             state.store.apply(&batch, None, false)?;
                             batch.clear();
+                            if reported.elapsed() >= RESTORE_REPORT_INTERVAL {
+                                reported = Instant::now();
+                                tracing::info!(stage = %self.stage, partition, at = end, of = high, records, "restoring state");
+                            }
                         }
                     }
                 }
