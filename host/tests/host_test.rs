@@ -318,3 +318,92 @@ fn a_stateful_handler_keeps_its_state_from_case_to_case() {
     assert!(out.status.success(), "{}", report(&out));
     std::fs::remove_dir_all(&outside).unwrap();
 }
+
+#[test]
+fn a_case_starts_from_given_state_and_checks_the_state_it_leaves() {
+    let wasm = plugin("wasm32-wasip2", "running_total");
+    let fixtures = fixture_file(&[
+        r#"{"name": "from saved totals", "key": "alice", "json": {"account": "alice", "amount": 5}, "state": {"alice": {"total": 7, "count": 2}}, "outputs": [{"json": {"account": "alice", "amount": 5, "total": 12, "count": 3}}], "expect_state": {"alice": {"total": 12, "count": 3}, "bob": null}}"#,
+        r#"{"name": "a bad amount leaves the state", "key": "alice", "json": {"account": "alice", "amount": "x"}, "error": "invalid-input", "expect_state": {"alice": {"total": 12, "count": 3}}}"#,
+        r#"{"name": "wrong total", "key": "bob", "json": {"account": "bob", "amount": 1}, "outputs": [{"json": {"account": "bob", "amount": 1, "total": 1, "count": 1}}], "expect_state": {"bob": {"total": 2, "count": 1}}}"#,
+    ]);
+    let out = host_test(&wasm, &fixtures, &[]);
+    let text = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let printed = stdout(&out);
+    assert!(printed.contains("ok   1 from saved totals\n"), "{text}");
+    assert!(
+        printed.contains("ok   2 a bad amount leaves the state\n"),
+        "{text}"
+    );
+    assert!(printed.contains("FAIL 3 wrong total\n"), "{text}");
+    assert!(diff_has(&printed, '-', "\"total\": 2"), "{text}");
+    assert!(diff_has(&printed, '+', "\"total\": 1"), "{text}");
+    assert!(printed.ends_with("2 passed, 1 failed\n"), "{text}");
+
+    // A handler without `state` cannot honour a case's state.
+    let out = host_test(&plugin("wasm32-wasip2", "add"), &fixtures, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "case 1 has `state` or `expect_state`, but handler `add` does not import `state`"
+        ),
+        "{}",
+        report(&out)
+    );
+}
+
+#[test]
+fn a_config_self_test_starts_from_state_and_checks_it() {
+    let wasm = plugin("wasm32-wasip2", "running_total");
+    let config = |expected_total: i64| {
+        let dir = std::env::temp_dir().join(unique("self-test-state"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yml");
+        let yaml = format!(
+            r#"
+kafka:
+  brokers: embedded
+handlers:
+  running-total:
+    path: {wasm}
+    self_test:
+      - input: {{account: alice, amount: 5}}
+        key: alice
+        state: {{alice: {{total: 7, count: 2}}}}
+        output: {{account: alice, amount: 5, total: 12, count: 3}}
+        expect_state: {{alice: {{total: {expected_total}, count: 3}}, bob: null}}
+stages:
+  - name: totals
+    input: amounts
+    output: totals
+    dead_letter: totals-dlq
+    handler: running-total
+    state: {{}}
+"#,
+            wasm = wasm.display()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    let check = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["check", "--offline"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let good = check(&config(12));
+    assert!(good.status.success(), "{}", report(&good));
+    let bad = check(&config(13));
+    assert!(!bad.status.success(), "{}", report(&bad));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("self-test case 1 failed")
+            && stderr.contains(r#"expected state {"alice":{"count":3,"total":13},"bob":null}"#)
+            && stderr.contains(r#"got {"alice":{"count":3,"total":12},"bob":null}"#),
+        "{}",
+        report(&bad)
+    );
+}

@@ -10,6 +10,11 @@
 //! environment that scripts/build-foreign-plugins.sh made under
 //! `${STAGEHOST_CACHE:-$HOME/.cache/stagehost}` (or make it) and npm's cache.
 //! The Rust build reuses one cargo target directory across runs.
+//!
+//! `--stateful` scaffolds (a count per key in the stage's state) do the same
+//! in each language: their own tests, the build, and `host test` on their
+//! fixtures, which start from given state and check the state each case
+//! leaves.
 
 mod common;
 
@@ -113,12 +118,18 @@ fn a_scaffolded_js_plugin_tests_builds_and_runs_in_the_sandbox() {
 /// Checks that no file written names the checkout, and that the printed
 /// config snippet has the self-test.
 fn scaffold(lang: &str) -> (PathBuf, String) {
+    scaffold_as("double", lang, &[])
+}
+
+/// [`scaffold`] of a plugin called `name`, with `extra` arguments.
+fn scaffold_as(name: &str, lang: &str, extra: &[&str]) -> (PathBuf, String) {
     let outside = std::env::temp_dir().join(unique(&format!("new-plugin-{lang}")));
     std::fs::create_dir_all(&outside).unwrap();
     assert!(!outside.starts_with(repo_root()));
-    let dir = outside.join("double");
+    let dir = outside.join(name);
     let printed = run(Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["new-plugin", "double", "--lang", lang, "--dir", "double"])
+        .args(["new-plugin", name, "--lang", lang, "--dir", name])
+        .args(extra)
         .current_dir(&outside));
     assert!(printed.contains(".gitignore"), "{printed}");
     assert!(printed.contains("fixtures.jsonl"), "{printed}");
@@ -208,6 +219,79 @@ fn check_doubles_in_the_sandbox(path: &Path) {
     );
     let refused = call(json!([1])).unwrap_err();
     assert_eq!(refused.kind(), "invalid-input");
+}
+
+/// `host new-plugin counter --lang LANG --stateful`: what it printed says
+/// the stage needs `state: {}` and shows a self-test with state, and its
+/// fixtures start from state and check the state they leave.
+fn scaffold_stateful(lang: &str) -> (PathBuf, String) {
+    let (dir, printed) = scaffold_as("counter", lang, &["--stateful"]);
+    assert!(printed.contains("#       state: {}"), "{printed}");
+    assert!(
+        printed.contains("#           state: {alice: {count: 41}}\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("#           expect_state: {alice: {count: 42}}\n"),
+        "{printed}"
+    );
+    let fixtures = std::fs::read_to_string(dir.join("fixtures.jsonl")).unwrap();
+    assert!(
+        fixtures.contains(r#""state": {"alice": {"count": 41}}"#),
+        "{fixtures}"
+    );
+    assert!(
+        fixtures.contains(r#""expect_state": {"carol": null}"#),
+        "{fixtures}"
+    );
+    (dir, printed)
+}
+
+#[test]
+fn a_scaffolded_stateful_rust_plugin_counts_per_key() {
+    let (dir, printed) = scaffold_stateful("rust");
+    let source = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(source.contains("state::set_json"), "{source}");
+    let tested = cargo(&dir, &["test", "--release"]);
+    assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
+    cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
+    let path = repo_root().join("target/new-plugin/wasm32-wasip2/release/counter.wasm");
+    assert!(
+        printed.contains("test target/wasm32-wasip2/release/counter.wasm fixtures.jsonl"),
+        "{printed}"
+    );
+    passes_its_fixtures(&dir, &path);
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_scaffolded_stateful_python_plugin_counts_per_key() {
+    let (dir, printed) = scaffold_stateful("python");
+    let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
+    assert!(app.contains("from wit_world.imports import state"), "{app}");
+    let ran = run_next_steps("python", &dir, &printed);
+    assert!(ran.contains("Ran 2 tests") && ran.contains("\nOK"), "{ran}");
+    assert!(ran.contains("5 passed, 0 failed"), "{ran}");
+    assert!(!ran.contains("FAIL"), "{ran}");
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_scaffolded_stateful_js_plugin_counts_per_key() {
+    let (dir, printed) = scaffold_stateful("js");
+    let exports = std::fs::read_to_string(dir.join("src/handler.js")).unwrap();
+    assert!(
+        exports.contains("import * as state from 'stagehost:handler/state@0.2.0'"),
+        "{exports}"
+    );
+    let ran = run_next_steps("js", &dir, &printed);
+    assert!(
+        ran.contains("# pass 2") && ran.contains("# fail 0"),
+        "{ran}"
+    );
+    assert!(ran.contains("5 passed, 0 failed"), "{ran}");
+    assert!(!ran.contains("FAIL"), "{ran}");
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }
 
 #[test]

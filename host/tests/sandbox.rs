@@ -130,6 +130,7 @@ fn a_self_test_that_sleeps_is_cut_at_the_time_limit() {
     let cases = [SelfTestCase {
         input: json!({"do": "sleep", "ms": 600_000}),
         expect: Expect::Output(json!({"slept": true})),
+        ..SelfTestCase::default()
     }];
     let refused = stagehost::handlers::validate(&sandbox, spec, &bytes, &cases)
         .err()

@@ -247,7 +247,11 @@ fn wait_for_partitions(host: &HostProcess) {
         .lines()
         .any(|line| line.contains("partitions assigned") && !line.contains("partitions=[]"))
     {
-        assert!(started.elapsed() < PROGRESS_TIMEOUT, "no partitions; log:\n{}", host.log());
+        assert!(
+            started.elapsed() < PROGRESS_TIMEOUT,
+            "no partitions; log:\n{}",
+            host.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -10,6 +10,7 @@ mod new_plugin;
 mod plugin;
 mod run;
 mod send;
+mod state;
 mod tail;
 mod test;
 
@@ -178,6 +179,10 @@ pub enum Command {
         /// repository's `wit/` directory next to it, so it builds anywhere.
         #[arg(long)]
         kit: Option<PathBuf>,
+        /// Write a stateful handler instead: a count per key in the stage's
+        /// state, with fixtures that use `state` and `expect_state`.
+        #[arg(long)]
+        stateful: bool,
     },
     /// Runs a handler on the cases of a fixture file in the sandbox, without
     /// a broker, and compares its answers with the expected ones.
@@ -224,6 +229,12 @@ pub enum Command {
         /// The admin API.
         #[command(flatten)]
         admin: admin_client::AdminArgs,
+    },
+    /// A stateful stage's state, read from its changelog topic.
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        command: state::StateCommand,
     },
     /// Plugin tools.
     Plugin {
@@ -328,13 +339,14 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             lang,
             dir,
             kit,
+            stateful,
         } => {
             let kit = match kit {
                 Some(kit) => kit,
                 None => find_kit()?,
             };
             let dir = dir.unwrap_or_else(|| name.clone().into());
-            let made = new_plugin(&name, lang, &dir, &kit)?;
+            let made = new_plugin(&name, lang, &dir, &kit, stateful)?;
             println!("wrote {}:", made.dir.display());
             for file in &made.files {
                 println!("  {file}");
@@ -375,6 +387,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             admin,
         } => handlers::logs(&handler, follow, &admin).await,
         Command::Topics { admin } => handlers::topics(&admin).await,
+        Command::State { command } => {
+            tokio::task::spawn_blocking(move || state::state(&command)).await?
+        }
         Command::Plugin {
             command: PluginCommand::Inspect { path },
         } => {

@@ -9,6 +9,12 @@
 //! The project is portable: it holds a copy of what it builds against (the
 //! WIT world, and for Rust the guest kit in `guest-kit/`, with the lock file
 //! the kit is built with), so it builds outside the Stagehost checkout.
+//!
+//! With `--stateful` the handler counts the messages of each key in the
+//! stage's state instead (Rust `stagehost_guest::state`, Python
+//! `from wit_world.imports import state`, JavaScript
+//! `stagehost:handler/state@0.2.0`); its fixtures start from given state and
+//! check the state each case leaves, and the printed config has `state: {}`.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -84,6 +90,7 @@ pub fn new_plugin(
     language: Language,
     dir: &Path,
     kit: &Path,
+    stateful: bool,
 ) -> anyhow::Result<Scaffolded> {
     check_plugin_name(name)?;
     if dir.exists()
@@ -101,12 +108,19 @@ pub fn new_plugin(
         Language::Python => python_template(name, wit.clone()),
         Language::Js => js_template(name, wit.clone()),
     };
+    if stateful {
+        make_stateful(&mut template, name, language);
+    }
+    let fixtures = if stateful {
+        STATEFUL_FIXTURES
+    } else {
+        FIXTURES
+    };
     template
         .files
-        .push(("fixtures.jsonl".into(), FIXTURES.to_string()));
-    template
-        .files
-        .push(("README.md".into(), readme(name, language, &template)));
+        .push(("fixtures.jsonl".into(), fixtures.to_string()));
+    let readme = readme(name, language, &template, stateful);
+    template.files.push(("README.md".into(), readme));
     for (file, text) in &template.files {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
@@ -120,20 +134,49 @@ pub fn new_plugin(
     let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let dir_text = dir.display();
     let absolute_text = absolute.display();
+    let config = match stateful {
+        false => format!(
+            "#   handlers:\n\
+             #     {name}:\n\
+             #       path: {absolute_text}/{artefact}\n\
+             #       self_test:\n\
+             #         - input: {{x: 21}}\n\
+             #           output: {{x: 21, result: 42}}\n\
+             #         - input: {{x: \"21\"}}\n\
+             #           error: invalid-input\n\
+             # and route to it from a stage; rebuilding swaps it in the running host.\n",
+            artefact = template.artefact,
+        ),
+        true => format!(
+            "#   handlers:\n\
+             #     {name}:\n\
+             #       path: {absolute_text}/{artefact}\n\
+             #       self_test:\n\
+             #         - input: {{id: 3}}\n\
+             #           key: alice\n\
+             #           state: {{alice: {{count: 41}}}}\n\
+             #           output: {{id: 3, count: 42}}\n\
+             #           expect_state: {{alice: {{count: 42}}}}\n\
+             #         - input: [1]\n\
+             #           key: alice\n\
+             #           error: invalid-input\n\
+             #   stages:\n\
+             #     - name: {name}\n\
+             #       input: events            # keyed: a count per key\n\
+             #       output: counted\n\
+             #       dead_letter: counted-dlq\n\
+             #       handler: {name}\n\
+             #       state: {{}}               # or {{changelog: TOPIC}}\n\
+             # rebuilding swaps it in the running host, and the state stays.\n",
+            artefact = template.artefact,
+        ),
+    };
     let next_steps = format!(
         "cd {cd}\n\
          {build}\
          {host} test {artefact} fixtures.jsonl # the fixtures, in the host's sandbox\n\
          # then, in config.yml (`host check` and every reload run the self-test):\n\
-         #   handlers:\n\
-         #     {name}:\n\
-         #       path: {absolute_text}/{artefact}\n\
-         #       self_test:\n\
-         #         - input: {{x: 21}}\n\
-         #           output: {{x: 21, result: 42}}\n\
-         #         - input: {{x: \"21\"}}\n\
-         #           error: invalid-input\n\
-         # and route to it from a stage; rebuilding swaps it in the running host.\n",
+         {config}",
         cd = shell_word(&dir_text.to_string()),
         build = template.build,
         host = host_command(),
@@ -156,8 +199,8 @@ fn host_command() -> String {
 }
 
 /// The scaffold's README: what each file is for, and the commands.
-fn readme(name: &str, language: Language, template: &Template) -> String {
-    let (logic, kit) = match language {
+fn readme(name: &str, language: Language, template: &Template, stateful: bool) -> String {
+    let (mut logic, kit) = match language {
         Language::Rust => (
             "`src/lib.rs`: the handler (doubles `x`) and its unit tests (`cargo test`).",
             "`guest-kit/`: a copy of the Stagehost guest kit (`stagehost-guest`) and, in \
@@ -177,11 +220,38 @@ fn readme(name: &str, language: Language, template: &Template) -> String {
              implements.",
         ),
     };
+    let what = match stateful {
+        false => "It doubles `x`:\n\
+                  `{\"x\": 21}` becomes `{\"x\": 21, \"result\": 42}`, and anything else is\n\
+                  invalid input, which the host dead-letters with the reason."
+            .to_string(),
+        true => {
+            logic = match language {
+                Language::Rust => {
+                    "`src/lib.rs`: the handler (a count per key, in `stagehost_guest::state`) \
+                     and its unit tests (`cargo test`)."
+                }
+                Language::Python => {
+                    "`handler.py`: the handler's logic (a count per key), tested by \
+                     `test_handler.py` (`python3 -m unittest`); `app.py`: the component's \
+                     exports, which call it with the host's `state` import."
+                }
+                Language::Js => {
+                    "`src/counter.js`: the handler's logic (a count per key), tested by \
+                     `test/counter.test.js` (`npm test`); `src/handler.js`: the component's \
+                     exports, which call it with the host's `state` import."
+                }
+            };
+            "It counts the messages of each key\n\
+             in the stage's state: `{\"id\": 3}` keyed `alice` becomes `{\"id\": 3, \"count\": 2}`\n\
+             on alice's second message. The stage needs `state: {}` in the config; an\n\
+             unkeyed message, or one that is not a JSON object, is invalid input."
+                .to_string()
+        }
+    };
     format!(
         "# {name}\n\n\
-         A Stagehost stage handler, made by `host new-plugin`. It doubles `x`:\n\
-         `{{\"x\": 21}}` becomes `{{\"x\": 21, \"result\": 42}}`, and anything else is\n\
-         invalid input, which the host dead-letters with the reason.\n\n\
+         A Stagehost stage handler, made by `host new-plugin`. {what}\n\n\
          - {logic}\n\
          - {kit}\n\
          - `fixtures.jsonl`: messages and the answers they must get, run on the\n  \
@@ -714,6 +784,391 @@ test('rejects what it cannot double', () => {
     }
 }
 
+/// The fixtures of the stateful templates (`--stateful`): a count per key,
+/// with cases that start from given state and check the state they leave.
+const STATEFUL_FIXTURES: &str = r#"# `host test COMPONENT.wasm fixtures.jsonl` runs these cases in the host's sandbox,
+# all in one in-memory state, so a case sees what the cases before it stored.
+# One case a line: the message (`json`, or text as `value`; `key`, `headers` as
+# [key, value] pairs, `timestamp` in ms), the `state` it starts from (entries
+# set before it, as JSON), then the `outputs` it must give (each `json` or
+# `value`; `key`, `topic`, `headers` when they count) or the `error` kind it
+# must end with, and the `expect_state` it must leave (null: no entry).
+{"name": "a key's first message counts 1", "key": "alice", "json": {"id": 1}, "outputs": [{"json": {"id": 1, "count": 1}}], "expect_state": {"alice": {"count": 1}}}
+{"name": "each key counts on its own", "key": "bob", "json": {"id": 2}, "outputs": [{"json": {"id": 2, "count": 1}}], "expect_state": {"alice": {"count": 1}, "bob": {"count": 1}}}
+{"name": "a count goes on from the saved state", "key": "alice", "json": {"id": 3}, "state": {"alice": {"count": 41}}, "outputs": [{"json": {"id": 3, "count": 42}}], "expect_state": {"alice": {"count": 42}}}
+{"name": "an unkeyed message is invalid input", "json": {"id": 4}, "error": "invalid-input", "expect_state": {"alice": {"count": 42}}}
+{"name": "a message that is not an object changes nothing", "key": "carol", "json": [1], "error": "invalid-input", "expect_state": {"carol": null}}
+"#;
+
+/// `src/lib.rs` of the stateful Rust template.
+fn rust_stateful_source(name: &str) -> String {
+    format!(
+        r#"//! The `{name}` stage handler: counts the messages of each key, in the
+//! stage's state (`stagehost_guest::state`).
+//!
+//! `{{"id": 3}}` keyed `alice` becomes `{{"id": 3, "count": 2}}` when it is
+//! alice's second message; the state under `alice` is then `{{"count": 2}}`.
+//! An unkeyed message, or one that is not a JSON object, is invalid input
+//! (dead-lettered with the reason) and changes nothing. The stage needs
+//! `state: {{}}` in the config.
+
+use stagehost_guest::{{
+    Guest, HandlerError, Message, Output, Settings, Value, export_handler, json, state,
+}};
+
+/// Counts one more message of `key` and adds the count to the message.
+pub fn count(key: &[u8], mut input: Value) -> Result<Value, HandlerError> {{
+    let fields = input
+        .as_object_mut()
+        .ok_or_else(|| HandlerError::invalid_input("the message must be a JSON object"))?;
+    let saved = state::get_json(key).and_then(|saved| saved["count"].as_u64());
+    let count = saved.unwrap_or(0) + 1;
+    state::set_json(key, &json!({{"count": count}}));
+    fields.insert("count".into(), Value::from(count));
+    Ok(input)
+}}
+
+struct Counter;
+
+impl Guest for Counter {{
+    fn init(_settings: Settings) -> Result<(), String> {{
+        Ok(())
+    }}
+
+    fn handle(msg: Message) -> Result<Vec<Output>, HandlerError> {{
+        let key = msg
+            .key
+            .clone()
+            .ok_or_else(|| HandlerError::invalid_input("a count per key needs a keyed message"))?;
+        let output = count(&key, msg.json()?)?;
+        Ok(vec![Output::json(&output)])
+    }}
+}}
+
+export_handler!(Counter);
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+
+    // Outside WebAssembly the kit keeps the state in memory, per thread.
+    #[test]
+    fn counts_each_key_on_its_own() {{
+        count(b"alice", json!({{"id": 1}})).unwrap();
+        count(b"bob", json!({{"id": 2}})).unwrap();
+        let out = count(b"alice", json!({{"id": 3}})).unwrap();
+        assert_eq!(out, json!({{"id": 3, "count": 2}}));
+        assert_eq!(state::get_json(b"alice"), Some(json!({{"count": 2}})));
+    }}
+
+    #[test]
+    fn a_message_that_is_not_an_object_changes_nothing() {{
+        assert!(matches!(count(b"carol", json!([1])), Err(HandlerError::InvalidInput(_))));
+        assert_eq!(state::get(b"carol"), None);
+    }}
+}}
+"#
+    )
+}
+
+/// `app.py`, `handler.py` and `test_handler.py` of the stateful Python
+/// template.
+fn python_stateful_files(name: &str) -> [(String, String); 3] {
+    let wit = PYTHON_JS_WIT;
+    let app = format!(
+        r#""""The `{name}` stage handler: the exports of the stage-handler world
+({wit}). componentize-py looks for the class `WitWorld`; raising
+`Err(...)` returns the error case, any other exception traps.
+
+It counts the messages of each key in the stage's state, through the
+world's `state` import; see handler.py. The stage needs `state: {{}}` in the
+config.
+"""
+
+import wit_world
+from componentize_py_types import Err, Ok
+from wit_world.imports import state, types
+
+import handler
+
+
+class HostState:
+    """The seam between the logic and the host: the `state` import."""
+
+    @staticmethod
+    def get(key: bytes):
+        return state.get(key)
+
+    @staticmethod
+    def set(key: bytes, value: bytes):
+        state.set(key, value, None)  # None: no time to live
+
+
+class WitWorld(wit_world.WitWorld):
+    def init(self, settings):
+        pass
+
+    def handle(self, msg: types.Message):
+        if msg.key is None:
+            raise Err(types.HandlerError_InvalidInput("a count per key needs a keyed message"))
+        try:
+            value = handler.count(HostState, msg.key, msg.value)
+        except handler.InvalidInput as err:
+            raise Err(types.HandlerError_InvalidInput(str(err)))
+        # key=None keeps the input key; topic=None sends to the stage's output.
+        return [types.Output(value=value, key=None, headers=[], topic=None)]
+
+    def handle_batch(self, msgs):
+        # One result per message, as `handle` gives them.
+        results = []
+        for msg in msgs:
+            try:
+                results.append(Ok(self.handle(msg)))
+            except Err as err:
+                results.append(err)
+        return results
+"#
+    );
+    let logic = format!(
+        r#""""The `{name}` handler's logic: counts the messages of each key.
+
+`{{"id": 3}}` keyed `alice` becomes `{{"id": 3, "count": 2}}` when it is alice's
+second message; the state under `alice` is then `{{"count": 2}}`. A message
+that is not a JSON object is invalid input and changes nothing.
+
+The state is reached through a *store*, any object with `get(key) -> bytes |
+None` and `set(key, value)`: in the component the host's `state` import (see
+app.py), in the tests a dict.
+"""
+
+import json
+
+
+class InvalidInput(Exception):
+    """The message cannot be processed (`invalid-input`)."""
+
+
+def count(store, key: bytes, data: bytes) -> bytes:
+    """Counts one more message of `key` and adds the count to the message."""
+    try:
+        message = json.loads(data)
+    except ValueError as err:
+        raise InvalidInput(f"the message is not JSON: {{err}}") from None
+    if not isinstance(message, dict):
+        raise InvalidInput("the message must be a JSON object")
+    saved = store.get(key)
+    try:
+        seen = json.loads(saved).get("count", 0) if saved is not None else 0
+    except (ValueError, AttributeError):
+        seen = 0
+    message["count"] = (seen if type(seen) is int and seen >= 0 else 0) + 1
+    store.set(key, json.dumps({{"count": message["count"]}}).encode())
+    return json.dumps(message).encode()
+"#
+    );
+    let test = r#""""Tests of the handler's logic on the local Python (`python3 -m unittest`)."""
+
+import json
+import unittest
+
+from handler import InvalidInput, count
+
+
+class DictStore(dict):
+    def set(self, key, value):
+        self[key] = value
+
+
+class HandlerTest(unittest.TestCase):
+    def test_counts_each_key_on_its_own(self):
+        store = DictStore()
+        count(store, b"alice", b'{"id": 1}')
+        count(store, b"bob", b'{"id": 2}')
+        self.assertEqual(json.loads(count(store, b"alice", b'{"id": 3}')), {"id": 3, "count": 2})
+        self.assertEqual(json.loads(store[b"alice"]), {"count": 2})
+
+    def test_a_message_that_is_not_an_object_changes_nothing(self):
+        store = DictStore()
+        for data in [b"[1]", b"{"]:
+            with self.assertRaises(InvalidInput):
+                count(store, b"carol", data)
+        self.assertEqual(store, {})
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#
+    .to_string();
+    [
+        ("app.py".to_string(), app),
+        ("handler.py".to_string(), logic),
+        ("test_handler.py".to_string(), test),
+    ]
+}
+
+/// `src/handler.js`, `src/counter.js` and `test/counter.test.js` of the
+/// stateful JavaScript template.
+fn js_stateful_files(name: &str) -> [(String, String); 3] {
+    let wit = PYTHON_JS_WIT;
+    let exports = format!(
+        r#"// The `{name}` stage handler: the exports of the stage-handler world
+// ({wit}). It counts the messages of each key in the stage's
+// state, through the world's `state` import; see ./counter.js. The stage
+// needs `state: {{}}` in the config. Throwing {{ tag: 'invalid-input', val:
+// reason }} returns that error, any other exception traps.
+
+import * as state from 'stagehost:handler/state@0.2.0';
+import {{ InvalidInput, count }} from './counter.js';
+
+/** The seam between the logic and the host: the `state` import. */
+const hostState = {{
+  get: (key) => state.get(key),
+  // undefined: no time to live.
+  set: (key, value) => state.set(key, value, undefined),
+}};
+
+export function init(settings) {{}}
+
+export function handle(msg) {{
+  if (msg.key == null) {{
+    throw {{ tag: 'invalid-input', val: 'a count per key needs a keyed message' }};
+  }}
+  let value;
+  try {{
+    value = count(hostState, msg.key, msg.value);
+  }} catch (err) {{
+    if (err instanceof InvalidInput) {{
+      throw {{ tag: 'invalid-input', val: err.message }};
+    }}
+    throw err;
+  }}
+  // key: undefined keeps the input key; topic: undefined sends to the stage's output.
+  return [{{ value, key: undefined, headers: [], topic: undefined }}];
+}}
+
+// One result per message, as `handle` gives them.
+export function handleBatch(msgs) {{
+  return msgs.map((msg) => {{
+    try {{
+      return {{ tag: 'ok', val: handle(msg) }};
+    }} catch (err) {{
+      if (err && (err.tag === 'invalid-input' || err.tag === 'transient')) {{
+        return {{ tag: 'err', val: err }};
+      }}
+      throw err;
+    }}
+  }});
+}}
+"#
+    );
+    let logic = format!(
+        r#"// The `{name}` handler's logic: counts the messages of each key.
+//
+// {{"id": 3}} keyed `alice` becomes {{"id": 3, "count": 2}} when it is alice's
+// second message; the state under `alice` is then {{"count": 2}}. A message
+// that is not a JSON object is InvalidInput and changes nothing.
+//
+// The state is reached through a *store*, any object with
+// `get(key) -> Uint8Array | undefined` and `set(key, value)`: in the
+// component the host's `state` import (see handler.js), in the tests a Map.
+
+/** The message cannot be processed (`invalid-input`). */
+export class InvalidInput extends Error {{}}
+
+/** Counts one more message of `key` and adds the count to the message. */
+export function count(store, key, value) {{
+  let message;
+  try {{
+    message = JSON.parse(new TextDecoder().decode(value));
+  }} catch (err) {{
+    throw new InvalidInput(`the message is not JSON: ${{err.message}}`);
+  }}
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) {{
+    throw new InvalidInput('the message must be a JSON object');
+  }}
+  let seen = 0;
+  const saved = store.get(key);
+  if (saved !== undefined && saved !== null) {{
+    try {{
+      seen = JSON.parse(new TextDecoder().decode(saved)).count;
+    }} catch {{
+      seen = 0;
+    }}
+  }}
+  message.count = (Number.isSafeInteger(seen) && seen >= 0 ? seen : 0) + 1;
+  store.set(key, new TextEncoder().encode(JSON.stringify({{ count: message.count }})));
+  return new TextEncoder().encode(JSON.stringify(message));
+}}
+"#
+    );
+    let test = r#"// Tests of the handler's logic on Node (`npm test`).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { InvalidInput, count } from '../src/counter.js';
+
+/** A store keyed by the key's text. */
+const mapStore = () => {
+  const map = new Map();
+  return {
+    map,
+    get: (key) => map.get(new TextDecoder().decode(key)),
+    set: (key, value) => map.set(new TextDecoder().decode(key), value),
+  };
+};
+const bytes = (text) => new TextEncoder().encode(text);
+const parse = (value) => JSON.parse(new TextDecoder().decode(value));
+
+test('counts each key on its own', () => {
+  const store = mapStore();
+  count(store, bytes('alice'), bytes('{"id": 1}'));
+  count(store, bytes('bob'), bytes('{"id": 2}'));
+  assert.deepEqual(parse(count(store, bytes('alice'), bytes('{"id": 3}'))), { id: 3, count: 2 });
+  assert.deepEqual(parse(store.map.get('alice')), { count: 2 });
+});
+
+test('a message that is not an object changes nothing', () => {
+  const store = mapStore();
+  for (const text of ['[1]', '{']) {
+    assert.throws(() => count(store, bytes('carol'), bytes(text)), InvalidInput, text);
+  }
+  assert.equal(store.map.size, 0);
+});
+"#
+    .to_string();
+    [
+        ("src/handler.js".to_string(), exports),
+        ("src/counter.js".to_string(), logic),
+        ("test/counter.test.js".to_string(), test),
+    ]
+}
+
+/// Turns a template into its stateful version: a count per key in the
+/// stage's state, with fixtures that use `state` and `expect_state`.
+fn make_stateful(template: &mut Template, name: &str, language: Language) {
+    let replaced: Vec<(String, String)> = match language {
+        Language::Rust => vec![("src/lib.rs".to_string(), rust_stateful_source(name))],
+        Language::Python => python_stateful_files(name).into(),
+        Language::Js => {
+            template
+                .files
+                .retain(|(path, _)| path != "test/handler.test.js");
+            js_stateful_files(name).into()
+        }
+    };
+    for (path, text) in replaced {
+        match template.files.iter_mut().find(|(known, _)| *known == path) {
+            Some(file) => file.1 = text,
+            None => template.files.push((path, text)),
+        }
+    }
+    for (path, text) in &mut template.files {
+        if path == "Cargo.toml" || path == "package.json" {
+            *text = text.replace("that doubles `x`", "that counts messages per key");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,6 +1177,49 @@ mod tests {
     fn the_fixtures_every_template_writes_parse() {
         let cases = super::super::test::parse_fixture_text(FIXTURES).unwrap();
         assert_eq!(cases.len(), 5);
+        assert!(!cases.iter().any(|case| case.uses_state()));
+        let cases = super::super::test::parse_fixture_text(STATEFUL_FIXTURES).unwrap();
+        assert_eq!(cases.len(), 5);
+        assert!(cases.iter().all(|case| !case.expect_state.is_empty()));
+        assert!(cases.iter().any(|case| !case.state.is_empty()));
+    }
+
+    #[test]
+    fn a_stateful_template_replaces_the_logic_and_its_tests() {
+        for language in [Language::Rust, Language::Python, Language::Js] {
+            let mut template = Template {
+                files: vec![
+                    ("src/lib.rs".into(), String::new()),
+                    ("app.py".into(), String::new()),
+                    ("test/handler.test.js".into(), String::new()),
+                    ("package.json".into(), "that doubles `x`".into()),
+                ],
+                build: String::new(),
+                artefact: String::new(),
+            };
+            make_stateful(&mut template, "count", language);
+            let file = |name: &str| {
+                template
+                    .files
+                    .iter()
+                    .find(|(path, _)| path == name)
+                    .map(|(_, text)| text.as_str())
+            };
+            assert_eq!(file("package.json"), Some("that counts messages per key"));
+            let uses = match language {
+                Language::Rust => file("src/lib.rs").unwrap().contains("state::set_json"),
+                Language::Python => file("app.py")
+                    .unwrap()
+                    .contains("from wit_world.imports import state, types"),
+                Language::Js => {
+                    file("test/handler.test.js").is_none()
+                        && file("src/handler.js")
+                            .unwrap()
+                            .contains("import * as state from 'stagehost:handler/state@0.2.0'")
+                }
+            };
+            assert!(uses, "{language:?}");
+        }
     }
 
     #[test]

@@ -17,17 +17,25 @@
 //! `timestamp` (ms since the Unix epoch); it expects `outputs` (each `json`
 //! or `value`, and `key`, `topic`, `headers` when they count) or an `error`
 //! kind. A handler that imports `state` shares one in-memory state across
-//! the cases of a file, so later cases see what earlier ones stored.
+//! the cases of a file, so later cases see what earlier ones stored; a case
+//! may also set entries before it runs, `"state": {KEY: VALUE}`, and name
+//! the entries it must leave, `"expect_state": {KEY: VALUE}` (`null`:
+//! absent), the values as JSON:
+//!
+//! ```text
+//! {"key": "alice", "json": {"amount": 5}, "state": {"alice": {"total": 7, "count": 2}}, "outputs": [{"json": {"account": "alice", "amount": 5, "total": 12, "count": 3}}], "expect_state": {"alice": {"total": 12, "count": 3}}}
+//! ```
 
 use crate::config::{Limits, LoadedConfig};
 use crate::handlers::self_test::{
     CALL_ERROR_KINDS, CaseResult, ExpectedOutput, ExpectedValue, RunOptions, TestCase, TestExpect,
-    run_cases,
+    run_cases, state_without_import,
 };
 use crate::handlers::{ErrorKind, HandlerSpec, Sandbox, run_guest};
 use anyhow::Context as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -117,6 +125,9 @@ pub fn test(options: &TestOptions) -> anyhow::Result<Summary> {
         },
         &bytes,
     )?;
+    if let Some(complaint) = state_without_import(&component, &cases) {
+        anyhow::bail!("{}: {complaint}", options.fixtures.display());
+    }
     let run = RunOptions {
         topic: "test",
         stop_at_first_failure: false,
@@ -154,7 +165,7 @@ pub fn case_text(case: &TestCase, result: &CaseResult) -> String {
     let mut text = format!("{status} {} {}\n", result.number, case_label(case));
     if !result.passed {
         let expected = pretty(&case.expected_json());
-        let got = pretty(&case.answer_json(&result.answer));
+        let got = pretty(&case.got_json(result));
         text.push_str("    --- expected\n    +++ got\n");
         for line in diff_lines(&expected, &got) {
             text.push_str("    ");
@@ -172,7 +183,7 @@ pub fn case_json(case: &TestCase, result: &CaseResult) -> Value {
         "name": case.name,
         "passed": result.passed,
         "expected": case.expected_json(),
-        "got": case.answer_json(&result.answer),
+        "got": case.got_json(result),
         "duration_ms": result.elapsed.as_secs_f64() * 1000.0,
     })
 }
@@ -255,6 +266,10 @@ struct FixtureCase {
     #[serde(default)]
     headers: Vec<(String, String)>,
     timestamp: Option<i64>,
+    #[serde(default)]
+    state: BTreeMap<String, Value>,
+    #[serde(default)]
+    expect_state: BTreeMap<String, Value>,
     outputs: Option<Vec<FixtureOutput>>,
     error: Option<String>,
 }
@@ -357,6 +372,16 @@ fn fixture_case(written: FixtureCase) -> Result<TestCase, String> {
         value,
         headers: headers(written.headers),
         timestamp: written.timestamp,
+        state: written
+            .state
+            .into_iter()
+            .map(|(key, value)| (key.into_bytes(), value))
+            .collect(),
+        expect_state: written
+            .expect_state
+            .into_iter()
+            .map(|(key, value)| (key.into_bytes(), Some(value).filter(|v| !v.is_null())))
+            .collect(),
         expect,
     })
 }
@@ -424,6 +449,31 @@ mod tests {
             ])
         );
         assert_eq!(cases[3].expect, TestExpect::Outputs(Vec::new()));
+    }
+
+    #[test]
+    fn a_case_may_start_from_state_and_expect_state() {
+        let text = r#"{"key": "a", "json": 1, "state": {"b": {"n": 1}, "a": "x"}, "outputs": [], "expect_state": {"a": {"n": 2}, "c": null}}"#;
+        let cases = parse_fixture_text(text).unwrap();
+        assert_eq!(
+            cases[0].state,
+            vec![
+                (b"a".to_vec(), json!("x")),
+                (b"b".to_vec(), json!({"n": 1}))
+            ]
+        );
+        assert_eq!(
+            cases[0].expect_state,
+            vec![
+                (b"a".to_vec(), Some(json!({"n": 2}))),
+                (b"c".to_vec(), None)
+            ]
+        );
+        let plain = parse_fixture_text(r#"{"json": 1, "outputs": []}"#).unwrap();
+        assert!(!plain[0].uses_state());
+        let (_, reason) =
+            parse_fixture_text(r#"{"json": 1, "outputs": [], "state": [1]}"#).unwrap_err();
+        assert!(reason.contains("expected a map"), "{reason}");
     }
 
     #[test]

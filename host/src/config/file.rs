@@ -257,6 +257,16 @@ pub(crate) struct HandlerConfig {
 pub(crate) struct SelfTestCase {
     /// The message value, as JSON.
     pub(crate) input: serde_json::Value,
+    /// The message key (a stateful handler keeps its state under it).
+    #[serde(default)]
+    pub(crate) key: Option<String>,
+    /// State entries (key -> JSON value) set before the case, for a handler
+    /// that imports `state`.
+    #[serde(default)]
+    pub(crate) state: BTreeMap<String, serde_json::Value>,
+    /// State entries the case must leave (key -> JSON value, `null`: absent).
+    #[serde(default)]
+    pub(crate) expect_state: BTreeMap<String, serde_json::Value>,
     /// The one output value expected, as JSON (compared as JSON values).
     #[serde(default)]
     pub(crate) output: Option<serde_json::Value>,

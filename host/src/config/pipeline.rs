@@ -156,13 +156,42 @@ pub struct HandlerPlan {
     pub self_test: Vec<SelfTestCase>,
 }
 
-/// One self-test case: a JSON input and what the handler must answer.
+/// One self-test case: a JSON input and what the handler must answer; for
+/// a handler that imports `state`, the state it starts from and the
+/// entries it must leave.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelfTestCase {
     /// The message value, as JSON.
     pub input: serde_json::Value,
+    /// The message key, if any.
+    pub key: Option<String>,
+    /// Entries set in the state before the case (key -> JSON value).
+    pub state: BTreeMap<String, serde_json::Value>,
+    /// Entries the case must leave (key -> JSON value; `None`: absent).
+    pub expect_state: BTreeMap<String, Option<serde_json::Value>>,
     /// The answer it must give.
     pub expect: Expect,
+}
+
+impl Default for SelfTestCase {
+    /// A case of input `null` that expects the output `null`, with no key
+    /// and no state (for struct update syntax).
+    fn default() -> Self {
+        Self {
+            input: serde_json::Value::Null,
+            key: None,
+            state: BTreeMap::new(),
+            expect_state: BTreeMap::new(),
+            expect: Expect::Output(serde_json::Value::Null),
+        }
+    }
+}
+
+impl SelfTestCase {
+    /// Whether the case sets or checks state.
+    pub fn uses_state(&self) -> bool {
+        !self.state.is_empty() || !self.expect_state.is_empty()
+    }
 }
 
 /// What a self-test case expects.

@@ -247,6 +247,13 @@ fn resolve_handler(
         };
         self_test.push(SelfTestCase {
             input: case.input.clone(),
+            key: case.key.clone(),
+            state: case.state.clone(),
+            expect_state: case
+                .expect_state
+                .iter()
+                .map(|(key, value)| (key.clone(), Some(value.clone()).filter(|v| !v.is_null())))
+                .collect(),
             expect,
         });
     }

@@ -7,13 +7,17 @@
 //! [`TestCase`] is a message and the answer it must get; the runner reuses
 //! one instance from case to case, as the message path does, and takes a
 //! fresh one after a case that poisons it.
+//!
+//! A case for a handler that imports `state` may set entries before it runs
+//! ([`TestCase::state`]) and name the entries it must leave
+//! ([`TestCase::expect_state`]); the values are JSON, stored as their text.
 
 use super::bindings::{Header, Message, Output};
 use super::failure::{ErrorKind, HandlerFailure};
 use super::sandbox::{
     HandlerComponent, HandlerInstance, HandlerSpec, LoadError, Sandbox, run_guest,
 };
-use super::state::MemoryState;
+use super::state::{MemoryState, StateAccess as _};
 use crate::config::{Expect, SelfTestCase};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -45,9 +49,19 @@ pub struct TestCase {
     /// The message's timestamp, in ms since the Unix epoch (also the clock
     /// a stateful handler's entries expire by).
     pub timestamp: Option<i64>,
+    /// State entries set before the call (key, JSON value), over what the
+    /// cases before left.
+    pub state: Vec<(Vec<u8>, Value)>,
+    /// State entries the case must leave (key, JSON value; `None`: absent),
+    /// compared after the call.
+    pub expect_state: Vec<(Vec<u8>, Option<Value>)>,
     /// The answer it must get.
     pub expect: TestExpect,
 }
+
+/// The entries a case's `expect_state` names, as the case left them (key,
+/// the stored bytes; `None`: absent).
+pub type StateSeen = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// What a test case expects.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,10 +120,20 @@ impl From<&SelfTestCase> for TestCase {
         };
         TestCase {
             name: None,
-            key: None,
+            key: case.key.clone().map(String::into_bytes),
             value: case.input.to_string().into_bytes(),
             headers: Vec::new(),
             timestamp: None,
+            state: case
+                .state
+                .iter()
+                .map(|(key, value)| (key.clone().into_bytes(), value.clone()))
+                .collect(),
+            expect_state: case
+                .expect_state
+                .iter()
+                .map(|(key, value)| (key.clone().into_bytes(), value.clone()))
+                .collect(),
             expect,
         }
     }
@@ -136,9 +160,68 @@ impl TestCase {
         }
     }
 
+    /// Whether the case sets or checks state.
+    pub fn uses_state(&self) -> bool {
+        !self.state.is_empty() || !self.expect_state.is_empty()
+    }
+
     /// The expectation as JSON, in the fixture format: `{"outputs": [...]}`
-    /// or `{"error": KIND}`.
+    /// or `{"error": KIND}`, with `"state": {KEY: VALUE|null}` when the case
+    /// names entries it must leave.
     pub fn expected_json(&self) -> Value {
+        let mut expected = self.expected_answer_json();
+        if !self.expect_state.is_empty() {
+            let entries = self
+                .expect_state
+                .iter()
+                .map(|(key, value)| (text(key), value.clone().unwrap_or(Value::Null)))
+                .collect();
+            expected["state"] = Value::Object(entries);
+        }
+        expected
+    }
+
+    /// What a case got as JSON, shaped like [`TestCase::expected_json`]: the
+    /// answer ([`TestCase::answer_json`]) and, when the case names entries
+    /// it must leave, those entries as they are after it (as JSON when they
+    /// parse, else as text).
+    pub fn got_json(&self, result: &CaseResult) -> Value {
+        let mut got = self.answer_json(&result.answer);
+        if !self.expect_state.is_empty() {
+            let entries = result
+                .state
+                .iter()
+                .map(|(key, value)| {
+                    let shown = value.as_deref().map_or(Value::Null, |bytes| {
+                        serde_json::from_slice(bytes).unwrap_or_else(|_| text(bytes).into())
+                    });
+                    (text(key), shown)
+                })
+                .collect();
+            got["state"] = Value::Object(entries);
+        }
+        got
+    }
+
+    /// Whether the entries the case left are the ones it expects.
+    pub fn state_matches(&self, seen: &StateSeen) -> bool {
+        self.expect_state.len() == seen.len()
+            && self
+                .expect_state
+                .iter()
+                .zip(seen)
+                .all(|((key, expected), (seen_key, value))| {
+                    key == seen_key
+                        && match (expected, value) {
+                            (None, None) => true,
+                            (Some(expected), Some(bytes)) => serde_json::from_slice::<Value>(bytes)
+                                .is_ok_and(|got| &got == expected),
+                            _ => false,
+                        }
+                })
+    }
+
+    fn expected_answer_json(&self) -> Value {
         match &self.expect {
             TestExpect::Error(kind) => json!({"error": kind.as_str()}),
             TestExpect::Outputs(outputs) => {
@@ -299,10 +382,13 @@ pub struct RunOptions<'a> {
 pub struct CaseResult {
     /// The case's number, from 1.
     pub number: usize,
-    /// Whether the answer was the expected one.
+    /// Whether the answer was the expected one (and the state the expected
+    /// state).
     pub passed: bool,
     /// What the handler answered.
     pub answer: Result<Vec<Output>, HandlerFailure>,
+    /// The entries the case's `expect_state` names, as the case left them.
+    pub state: StateSeen,
     /// How long the call took (with a fresh instance's instantiation).
     pub elapsed: Duration,
 }
@@ -314,8 +400,12 @@ pub struct CaseResult {
 ///
 /// A component that imports `state` is lent one [`MemoryState`] for all
 /// the cases, so that a case sees what the cases before it stored; its
-/// clock (`now_ms`) is the case's timestamp, or 0. A call that fails leaves
-/// the state as it was, as a dead-lettered message does on a stage.
+/// clock (`now_ms`) is the case's timestamp, or 0. A case's `state` entries
+/// are set in it before the call (they stay, whatever the call does); a
+/// call that fails leaves the state as it was, as a dead-lettered message
+/// does on a stage. The entries of `expect_state` are read after the call.
+/// A component that does not import `state` ignores a case's state: the
+/// callers refuse such cases first ([`state_without_import`]).
 pub async fn run_cases(
     component: &Arc<HandlerComponent>,
     cases: &[TestCase],
@@ -340,7 +430,10 @@ pub async fn run_cases(
         };
         let answer = match current {
             Ok(mut current) => {
-                if let Some(state) = &state {
+                if let Some(state) = &mut state {
+                    for (key, value) in &case.state {
+                        state.set(key.clone(), value.to_string().into_bytes(), None);
+                    }
                     let mut lent = state.clone();
                     lent.now_ms = case.timestamp.map_or(0, |ms| ms.max(0) as u64);
                     current.lend_state(Box::new(lent));
@@ -359,11 +452,24 @@ pub async fn run_cases(
             }
             Err(failure) => Err(failure),
         };
+        let elapsed = started.elapsed();
+        let seen: StateSeen = case
+            .expect_state
+            .iter()
+            .map(|(key, _)| {
+                let value = state.as_mut().and_then(|state| {
+                    state.now_ms = case.timestamp.map_or(0, |ms| ms.max(0) as u64);
+                    state.get(key)
+                });
+                (key.clone(), value)
+            })
+            .collect();
         let result = CaseResult {
             number: index + 1,
-            passed: case.accepts(&answer),
+            passed: case.accepts(&answer) && case.state_matches(&seen),
             answer,
-            elapsed: started.elapsed(),
+            state: seen,
+            elapsed,
         };
         report(case, &result);
         let stop = !result.passed && options.stop_at_first_failure;
@@ -373,6 +479,21 @@ pub async fn run_cases(
         }
     }
     Ok(results)
+}
+
+/// The complaint about cases that set or check state for a component that
+/// does not import `state` (their state would be ignored), naming the first
+/// such case (from 1); `None` when there is none.
+pub fn state_without_import(component: &HandlerComponent, cases: &[TestCase]) -> Option<String> {
+    if component.uses_state() {
+        return None;
+    }
+    let index = cases.iter().position(TestCase::uses_state)?;
+    Some(format!(
+        "case {} has `state` or `expect_state`, but handler `{}` does not import `state`",
+        index + 1,
+        component.name()
+    ))
 }
 
 /// Compiles a candidate and runs its self-test.
@@ -397,6 +518,9 @@ pub fn self_test(component: &Arc<HandlerComponent>, cases: &[SelfTestCase]) -> R
     }
     let name = component.name();
     let tests: Vec<TestCase> = cases.iter().map(TestCase::from).collect();
+    if let Some(complaint) = state_without_import(component, &tests) {
+        return Err(format!("self-test {complaint}"));
+    }
     let options = RunOptions {
         topic: "self-test",
         stop_at_first_failure: true,
@@ -408,12 +532,23 @@ pub fn self_test(component: &Arc<HandlerComponent>, cases: &[SelfTestCase]) -> R
         return Ok(());
     };
     let case = &cases[failed.number - 1];
+    let test = &tests[failed.number - 1];
+    let mismatch = match test.accepts(&failed.answer) {
+        true => {
+            let got = test.got_json(failed);
+            format!(
+                "expected state {}, got {}",
+                test.expected_json()["state"],
+                got["state"]
+            )
+        }
+        false => self_test_mismatch(&case.expect, &failed.answer),
+    };
     Err(format!(
-        "handler `{name}` version {}: self-test case {} failed: input {}: {}",
+        "handler `{name}` version {}: self-test case {} failed: input {}: {mismatch}",
         component.version(),
         failed.number,
         case.input,
-        self_test_mismatch(&case.expect, &failed.answer)
     ))
 }
 
@@ -467,6 +602,8 @@ mod tests {
             value: b"{}".to_vec(),
             headers: Vec::new(),
             timestamp: None,
+            state: Vec::new(),
+            expect_state: Vec::new(),
             expect,
         }
     }
@@ -530,12 +667,72 @@ mod tests {
     }
 
     #[test]
+    fn expected_state_compares_as_json_and_null_is_absent() {
+        let mut stateful = case(TestExpect::Outputs(Vec::new()));
+        stateful.expect_state = vec![
+            (b"a".to_vec(), Some(json!({"total": 3}))),
+            (b"gone".to_vec(), None),
+        ];
+        assert!(stateful.uses_state());
+        let seen = |a: Option<&str>, gone: Option<&str>| -> StateSeen {
+            vec![
+                (b"a".to_vec(), a.map(|v| v.as_bytes().to_vec())),
+                (b"gone".to_vec(), gone.map(|v| v.as_bytes().to_vec())),
+            ]
+        };
+        assert!(stateful.state_matches(&seen(Some(r#"{ "total":3 }"#), None)));
+        assert!(!stateful.state_matches(&seen(Some(r#"{"total":4}"#), None)));
+        assert!(!stateful.state_matches(&seen(None, None)));
+        assert!(!stateful.state_matches(&seen(Some(r#"{"total":3}"#), Some("1"))));
+        assert!(!stateful.state_matches(&seen(Some("not json"), None)));
+        assert_eq!(
+            stateful.expected_json(),
+            json!({"outputs": [], "state": {"a": {"total": 3}, "gone": null}})
+        );
+        let result = CaseResult {
+            number: 1,
+            passed: false,
+            answer: Ok(Vec::new()),
+            state: seen(Some("not json"), Some("7")),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(
+            stateful.got_json(&result),
+            json!({"outputs": [], "state": {"a": "not json", "gone": 7}})
+        );
+        // A case that checks no state shows none.
+        let plain = case(TestExpect::Outputs(Vec::new()));
+        assert!(plain.state_matches(&Vec::new()));
+        assert_eq!(plain.got_json(&result), json!({"outputs": []}));
+    }
+
+    #[test]
+    fn a_self_test_cases_key_and_state_carry_over() {
+        let case = TestCase::from(&SelfTestCase {
+            input: json!({"amount": 5}),
+            key: Some("alice".into()),
+            state: [("alice".to_string(), json!({"total": 7}))].into(),
+            expect_state: [("alice".to_string(), Some(json!({"total": 12})))].into(),
+            expect: Expect::Output(json!({"total": 12})),
+        });
+        assert_eq!(case.key.as_deref(), Some(&b"alice"[..]));
+        assert_eq!(case.state, vec![(b"alice".to_vec(), json!({"total": 7}))]);
+        assert_eq!(
+            case.expect_state,
+            vec![(b"alice".to_vec(), Some(json!({"total": 12})))]
+        );
+    }
+
+    #[test]
     fn self_test_cases_become_test_cases() {
         let case = TestCase::from(&SelfTestCase {
             input: json!({"x": 5}),
             expect: Expect::Error(ExpectedError::Transient),
+            ..SelfTestCase::default()
         });
         assert_eq!(case.value, br#"{"x":5}"#);
+        assert_eq!(case.key, None);
+        assert!(!case.uses_state());
         assert_eq!(case.expect, TestExpect::Error(ErrorKind::Transient));
         for kind in CALL_ERROR_KINDS {
             assert!(ErrorKind::ALL.contains(&kind));
