@@ -8,12 +8,13 @@
 #   make plugins     build the handler components (both build variants)
 #   make lint        cargo fmt --check and clippy -D warnings, host and plugins
 #   make bench-e2e   end-to-end benchmark on local Kafka: Stagehost, a native Rust loop, the tutorial's Python consumer
+#   make bench-state stateful handlers: running total against Kafka Streams, restore times, get+set cost
 #   make graph-picture  redraw examples/graph.svg from examples/graph.yml (needs Graphviz `dot`)
 
 CARGO ?= cargo
 HOST  := target/release/host
 
-.PHONY: run run-graph test setup setup-test plugins plugins-run build kafka-up kafka-down lint fuzz graph-picture bench-e2e
+.PHONY: run run-graph test setup setup-test plugins plugins-run build kafka-up kafka-down lint fuzz graph-picture bench-e2e bench-state
 
 # The first run needs only the wasm32-wasip2 plugin build (no cargo-component).
 run: setup plugins-run build kafka-up
@@ -72,3 +73,13 @@ bench-e2e: plugins kafka-up
 	scripts/bench/setup-python.sh >/dev/null
 	$(CARGO) build --release -p stagehost --example native_loop
 	$(CARGO) bench -p stagehost --bench e2e
+
+# Stateful handlers (BENCHMARKS.md, "Stateful handlers"): the running total
+# end to end against a Kafka Streams app, restore times for 1,000,000 keys,
+# and the in-process cost of a get + set. Prints Markdown tables.
+# Knobs: see the headers of scripts/bench/state-e2e.sh, scripts/bench/state-restore.sh
+# and host/benches/state_cost.rs.
+bench-state: plugins kafka-up build
+	scripts/bench/state-e2e.sh
+	scripts/bench/state-restore.sh
+	$(CARGO) bench -p stagehost --bench state_cost

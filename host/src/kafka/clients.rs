@@ -157,7 +157,10 @@ impl Clients {
         config
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // The end of the changelog is found by a fetch that comes back
+            // empty: answered at once rather than after librdkafka's 500 ms.
+            .set("fetch.wait.max.ms", "10");
         config
             .create_with_context(self.context())
             .context("creating the Kafka consumer that restores state")

@@ -109,6 +109,7 @@ impl Stage {
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(err) => tracing::warn!(stage, cause = %err, "final offset commit failed"),
         }
+        self.close_state();
         self.consumer.unsubscribe();
         tracing::info!(stage, "stage stopped");
         Ok(())

@@ -189,6 +189,7 @@ impl Stage {
         if let Some(transaction) = open.take() {
             self.finish(transaction, &mut refused).await?;
         }
+        self.close_state();
         self.consumer.unsubscribe();
         tracing::info!(stage, "stage stopped");
         Ok(())

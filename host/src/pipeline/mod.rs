@@ -111,15 +111,19 @@ impl Stage {
     /// already taken is finished, its outputs delivered and its offset
     /// committed before this returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let state = self.state.clone();
-        let ran = match self.transactions.clone() {
+        match self.transactions.clone() {
             Some(transactions) => self.run_exactly_once(transactions, shutdown).await,
             None => self.run_at_least_once(shutdown).await,
-        };
-        if let Some(state) = state {
+        }
+    }
+
+    /// After the drain, before the consumer leaves the group (which revokes
+    /// every partition): the stateful stage's checkpoints at the changelog's
+    /// end, so the next start reads nothing again.
+    fn close_state(&self) {
+        if let Some(state) = &self.state {
             tokio::task::block_in_place(|| state.close());
         }
-        ran
     }
 
     /// A received message, detached and counted. A consumer error is
