@@ -13,6 +13,9 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Most expired entries one purge removes.
+const PURGE_LIMIT: usize = 100_000;
+
 /// Changes by key, the last one winning.
 type Overlay = BTreeMap<Vec<u8>, Option<Entry>>;
 
@@ -30,6 +33,9 @@ pub(crate) struct PartitionState {
     pub(crate) epoch: u64,
     /// When the checkpoint was last written.
     pub(crate) checkpointed: std::time::Instant,
+    /// The latest message time seen (ms since the epoch): entries that
+    /// expired by it are purged.
+    pub(crate) stream_time: u64,
 }
 
 /// A shared partition state.
@@ -54,6 +60,7 @@ impl PartitionState {
             checkpoint,
             epoch,
             checkpointed: std::time::Instant::now(),
+            stream_time: 0,
         }
     }
 
@@ -125,6 +132,7 @@ impl PartitionState {
         changes: MessageChanges,
         transactional: bool,
     ) -> anyhow::Result<()> {
+        self.stream_time = self.stream_time.max(changes.now_ms);
         if transactional {
             self.uncommitted.extend(changes.changes);
             self.bytes = changes.bytes_after;
@@ -147,6 +155,17 @@ impl PartitionState {
         Ok(())
     }
 
+    /// Purges entries that expired by the stream time. Only when no
+    /// transaction is open (its changes are not in the store yet).
+    pub(crate) fn purge_expired(&mut self) -> anyhow::Result<usize> {
+        if !self.uncommitted.is_empty() {
+            return Ok(0);
+        }
+        let purged = self.store.purge_expired(self.stream_time, PURGE_LIMIT)?;
+        self.bytes = self.store.bytes();
+        Ok(purged)
+    }
+
     /// The open transaction was aborted: its changes are dropped.
     pub(crate) fn abort(&mut self) {
         self.uncommitted.clear();
@@ -160,6 +179,8 @@ pub(crate) struct MessageChanges {
     pub(crate) changes: Overlay,
     /// The partition's state size once they are applied.
     pub(crate) bytes_after: u64,
+    /// The message's time.
+    pub(crate) now_ms: u64,
 }
 
 /// Why a message's changes are not kept.
@@ -254,6 +275,7 @@ impl MessageState {
         Ok(MessageChanges {
             changes: self.changes,
             bytes_after: bytes,
+            now_ms: self.now_ms,
         })
     }
 }
@@ -363,6 +385,24 @@ mod tests {
         lock(&shared).commit().unwrap();
         assert_eq!(lock(&shared).store.get(b"a").unwrap().unwrap().value, b"2");
         assert_eq!(lock(&shared).bytes(), 2);
+    }
+
+    #[test]
+    fn entries_expired_by_the_stream_time_are_purged() {
+        let shared = partition("purge");
+        let changes = set(&shared, 1000, "old", "1", Some(100));
+        lock(&shared).record(changes, false).unwrap();
+        let changes = set(&shared, 2000, "new", "1", Some(100));
+        lock(&shared).record(changes, false).unwrap();
+        assert_eq!(lock(&shared).bytes(), 8);
+        // Stream time 2000: `old` (expired at 1100) goes, `new` stays.
+        assert_eq!(lock(&shared).purge_expired().unwrap(), 1);
+        assert_eq!(lock(&shared).bytes(), 4);
+        assert_eq!(get(&shared, 2000, "new").as_deref(), Some("1"));
+        // Nothing is purged while a transaction's changes are aside.
+        let changes = set(&shared, 5000, "next", "1", None);
+        lock(&shared).record(changes, true).unwrap();
+        assert_eq!(lock(&shared).purge_expired().unwrap(), 0);
     }
 
     #[test]

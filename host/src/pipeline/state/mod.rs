@@ -311,9 +311,10 @@ impl StageState {
         }
     }
 
-    /// Moves the checkpoint of `partition` (or of every partition held) up
-    /// to the changelog's end, durably, once [`CHECKPOINT_INTERVAL`] passed
-    /// since the last one. Call it only when the store holds every change
+    /// Purges the entries that expired by the stream time and moves the
+    /// checkpoint of `partition` (or of every partition held) up to the
+    /// changelog's end, durably, once [`CHECKPOINT_INTERVAL`] passed since
+    /// the last one. Call it only when the store holds every change
     /// the changelog holds (exactly-once: right after a commit was applied;
     /// at-least-once: any time, since the store takes changes before their
     /// records are sent). A failure is logged; the next restore reads more.
@@ -336,6 +337,15 @@ impl StageState {
             for (partition, shared) in due {
                 let mut state = lock(&shared);
                 state.checkpointed = Instant::now();
+                match state.purge_expired() {
+                    Ok(0) => {}
+                    Ok(purged) => {
+                        tracing::debug!(stage = %self.stage, partition, purged, "expired state entries purged")
+                    }
+                    Err(err) => {
+                        tracing::warn!(stage = %self.stage, partition, cause = %format!("{err:#}"), "purging expired state entries failed")
+                    }
+                }
                 let written = consumer
                     .fetch_watermarks(&self.plan.changelog, partition, WATERMARKS_TIMEOUT)
                     .map_err(anyhow::Error::from)

@@ -9,7 +9,7 @@
 //! harmless). Restores and clean closes commit durably.
 
 use anyhow::Context as _;
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,17 @@ use std::path::{Path, PathBuf};
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// `checkpoint` -> changelog offset; `bytes` -> the entries' size.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The entries that expire: 8 bytes of expiry (big-endian) and the key, in
+/// expiry order, so that the expired ones are found without a full scan.
+const EXPIRING: TableDefinition<&[u8], ()> = TableDefinition::new("expiring");
+
+/// The [`EXPIRING`] key of an entry.
+fn expiring_key(expires: u64, key: &[u8]) -> Vec<u8> {
+    let mut index = Vec::with_capacity(8 + key.len());
+    index.extend_from_slice(&expires.to_be_bytes());
+    index.extend_from_slice(key);
+    index
+}
 
 /// The store is open in another process (another host on the same
 /// `state_dir`).
@@ -181,16 +192,24 @@ impl PartitionStore {
         let mut bytes = self.bytes;
         {
             let mut entries = write.open_table(ENTRIES)?;
+            let mut expiring = write.open_table(EXPIRING)?;
             for (key, change) in changes {
                 let old = match change {
                     Some(entry) => entries.insert(key.as_slice(), entry.encode().as_slice())?,
                     None => entries.remove(key.as_slice())?,
-                };
+                }
+                .map(|old| Entry::decode(old.value()));
                 if let Some(old) = old {
-                    bytes = bytes.saturating_sub(entry_size(key, &Entry::decode(old.value())));
+                    bytes = bytes.saturating_sub(entry_size(key, &old));
+                    if let Some(at) = old.expires {
+                        expiring.remove(expiring_key(at, key).as_slice())?;
+                    }
                 }
                 if let Some(entry) = change {
                     bytes += entry_size(key, entry);
+                    if let Some(at) = entry.expires {
+                        expiring.insert(expiring_key(at, key).as_slice(), ())?;
+                    }
                 }
             }
             let mut meta = write.open_table(META)?;
@@ -204,12 +223,46 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Removes up to `limit` entries that expired at or before `now_ms`
+    /// (they are invisible already; this frees their room). The changelog
+    /// keeps their last records: a restore applies them again, and the next
+    /// purge removes them again. Returns how many went.
+    pub(crate) fn purge_expired(&mut self, now_ms: u64, limit: usize) -> anyhow::Result<usize> {
+        let mut write = self.db.begin_write()?;
+        write.set_durability(Durability::None)?;
+        let mut bytes = self.bytes;
+        let mut purged = 0;
+        {
+            let mut expiring = write.open_table(EXPIRING)?;
+            let mut entries = write.open_table(ENTRIES)?;
+            let end = (now_ms.saturating_add(1)).to_be_bytes();
+            let due: Vec<Vec<u8>> = expiring
+                .range::<&[u8]>(..end.as_slice())?
+                .take(limit)
+                .map(|item| item.map(|(index, _)| index.value().to_vec()))
+                .collect::<Result<_, _>>()?;
+            for index in due {
+                expiring.remove(index.as_slice())?;
+                let key = &index[8..];
+                if let Some(old) = entries.remove(key)? {
+                    bytes = bytes.saturating_sub(entry_size(key, &Entry::decode(old.value())));
+                }
+                purged += 1;
+            }
+            write.open_table(META)?.insert("bytes", bytes)?;
+        }
+        write.commit()?;
+        self.bytes = bytes;
+        Ok(purged)
+    }
+
     /// Removes every entry and the checkpoint (durably): the store then
     /// holds nothing, to be restored from the changelog's beginning.
     pub(crate) fn clear(&mut self) -> anyhow::Result<()> {
         let write = self.db.begin_write()?;
         write.delete_table(ENTRIES)?;
         write.delete_table(META)?;
+        write.delete_table(EXPIRING)?;
         write.commit()?;
         self.bytes = 0;
         Ok(())
@@ -278,6 +331,41 @@ mod tests {
         store.clear().unwrap();
         assert!(store.scan(b"", None, 10).unwrap().is_empty());
         assert_eq!(store.bytes(), 0);
+    }
+
+    #[test]
+    fn expired_entries_are_purged_and_free_their_room() {
+        let (mut store, _) = PartitionStore::open(&test_dir("purge").join("0.redb")).unwrap();
+        let expiring = |value: &str, at: u64| {
+            Some(Entry {
+                expires: Some(at),
+                value: value.as_bytes().to_vec(),
+            })
+        };
+        store
+            .apply(
+                &[
+                    (b"a".to_vec(), expiring("1", 100)),
+                    (b"b".to_vec(), expiring("1", 200)),
+                    (b"c".to_vec(), entry("1")),
+                ],
+                None,
+                false,
+            )
+            .unwrap();
+        // `b` set again with a later expiry: its old one no longer counts.
+        store
+            .apply(&[(b"b".to_vec(), expiring("2", 300))], None, false)
+            .unwrap();
+        assert_eq!(store.bytes(), 6);
+        assert_eq!(store.purge_expired(250, 100).unwrap(), 1);
+        assert_eq!(store.get(b"a").unwrap(), None);
+        assert!(store.get(b"b").unwrap().is_some());
+        assert_eq!(store.bytes(), 4);
+        assert_eq!(store.purge_expired(1000, 100).unwrap(), 1);
+        assert_eq!(store.get(b"c").unwrap(), entry("1"));
+        assert_eq!(store.bytes(), 2);
+        assert_eq!(store.purge_expired(u64::MAX, 100).unwrap(), 0);
     }
 
     #[test]
