@@ -233,6 +233,8 @@ pub struct HostProcess {
     log: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// The log's length when the running process was started.
+    log_at_start: usize,
 }
 
 impl HostProcess {
@@ -255,6 +257,7 @@ impl HostProcess {
             log: dir.join("host.log"),
             config,
             child: None,
+            log_at_start: 0,
             env: env
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
@@ -267,6 +270,7 @@ impl HostProcess {
     /// Starts the host again (after it was killed or stopped).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the host is still running");
+        self.log_at_start = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -288,6 +292,17 @@ impl HostProcess {
     /// returns whether it exited successfully.
     pub fn stop(&mut self, signal: &str) -> bool {
         let mut child = self.child.take().expect("the host is running");
+        if signal != "KILL" {
+            // The host catches signals before it logs anything: a signal sent
+            // earlier would end it by the default action, not by its own.
+            let started = Instant::now();
+            while self.log().len() <= self.log_at_start
+                && child.try_wait().unwrap().is_none()
+                && started.elapsed() < Duration::from_secs(120)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         super::signal(&child, signal);
         child.wait().unwrap().success()
     }
