@@ -16,16 +16,16 @@
 //! not UTF-8; `expires_at` is in ms since the Unix epoch.
 
 use crate::config::{Brokers, LoadedConfig, StagePlan};
-use crate::kafka::headers::{base64, raw_headers};
+use crate::kafka::headers::bytes_json;
 use crate::kafka::{BrokerTrouble, HostContext, consumer_config};
-use crate::pipeline::state::EXPIRES_AT;
+use crate::pipeline::state::expires_at;
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -261,7 +261,7 @@ fn read_changelog(
             Err(KafkaError::PartitionEOF(partition)) => {
                 reading.remove(&partition);
             }
-            Err(err) => read_error(consumer, topic, err)?,
+            Err(err) => super::tail::read_error(consumer.context().trouble(), topic, err)?,
         }
     }
     entries.retain(|_, entry| entry.expires_at.is_none_or(|at| at > now_ms));
@@ -279,52 +279,13 @@ fn apply(entries: &mut Entries, message: &BorrowedMessage<'_>) {
         entries.remove(&slot);
         return;
     };
-    let expires_at = message.headers().and_then(|headers| {
-        raw_headers(headers)
-            .iter()
-            .find(|header| header.key == EXPIRES_AT.as_bytes())
-            .and_then(|header| std::str::from_utf8(header.value?).ok()?.parse().ok())
-    });
     entries.insert(
         slot,
         Entry {
             value: value.to_vec(),
-            expires_at,
+            expires_at: expires_at(message),
         },
     );
-}
-
-/// An error while reading: fatal when the topic is gone or may not be
-/// read; otherwise (the brokers' trouble) folded with librdkafka's other
-/// complaints into few lines, and the consumer goes on.
-fn read_error(
-    consumer: &BaseConsumer<HostContext>,
-    topic: &str,
-    err: KafkaError,
-) -> anyhow::Result<()> {
-    match err.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::UnknownPartition
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed,
-        ) => Err(anyhow::Error::new(err).context(format!("reading `{topic}`"))),
-        _ => {
-            let reason = format!("reading `{topic}`: {err}");
-            consumer.context().trouble().error(&err, &reason);
-            Ok(())
-        }
-    }
-}
-
-/// Bytes as JSON: the text when UTF-8, else `{"base64": …}`.
-fn bytes_json(bytes: &[u8]) -> Value {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Value::from(text),
-        Err(_) => json!({ "base64": base64(bytes) }),
-    }
 }
 
 /// One entry's line: `{"partition":P,"key":K,"value":V,"expires_at":T|null}`

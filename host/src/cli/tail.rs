@@ -454,7 +454,7 @@ fn read_windows(
                 continue;
             }
             Err(err) => {
-                read_error(consumer, topic, err)?;
+                read_error(consumer.context().0.trouble(), topic, err)?;
                 continue;
             }
         };
@@ -522,7 +522,7 @@ fn follow(
             Ok(message) => message,
             Err(KafkaError::PartitionEOF(_)) => continue,
             Err(err) => {
-                read_error(consumer, topic, err)?;
+                read_error(consumer.context().0.trouble(), topic, err)?;
                 continue;
             }
         };
@@ -537,10 +537,11 @@ fn follow(
 }
 
 /// An error while reading: fatal when the topic is gone or may not be read;
-/// otherwise (the brokers' trouble) folded with librdkafka's other
-/// complaints, and the consumer goes on.
-fn read_error(
-    consumer: &BaseConsumer<TailContext>,
+/// otherwise (the brokers' trouble) folded into `trouble` with librdkafka's
+/// other complaints, and the consumer goes on. (`host state dump` reads the
+/// same way.)
+pub(super) fn read_error(
+    trouble: &BrokerTrouble,
     topic: &str,
     err: KafkaError,
 ) -> anyhow::Result<()> {
@@ -555,7 +556,7 @@ fn read_error(
         ) => Err(anyhow::Error::new(err).context(format!("reading `{topic}`"))),
         _ => {
             let reason = format!("reading `{topic}`: {err}");
-            consumer.context().0.error(err, &reason);
+            trouble.error(&err, &reason);
             Ok(())
         }
     }

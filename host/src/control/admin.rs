@@ -320,12 +320,7 @@ async fn state_entry(
             format!("no state under `{key}` in the partitions of `{stage}` this host holds"),
         ));
     };
-    let value = match String::from_utf8(value) {
-        Ok(text) => serde_json::Value::String(text),
-        Err(bytes) => {
-            serde_json::json!({ "base64": crate::kafka::headers::base64(bytes.as_bytes()) })
-        }
-    };
+    let value = crate::kafka::headers::bytes_json(&value);
     Ok(Json(serde_json::json!({
         "stage": stage,
         "key": key,

@@ -93,6 +93,14 @@ pub fn raw_headers(headers: &impl RecordHeaders) -> Vec<RawHeader<'_>> {
         .collect()
 }
 
+/// Bytes as JSON: the text when they are UTF-8, else `{"base64": "..."}`.
+pub fn bytes_json(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::Value::from(text),
+        Err(_) => serde_json::json!({ "base64": base64(bytes) }),
+    }
+}
+
 /// Standard base64 (RFC 4648, with padding).
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

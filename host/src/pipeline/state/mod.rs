@@ -31,7 +31,7 @@ use anyhow::Context as _;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ use store::{AlreadyOpen, Change, Entry, PartitionStore};
 
 use super::metrics::StageMetrics;
 use crate::config::StatePlan;
+use crate::kafka::headers::{RecordHeaders, raw_headers};
 use crate::kafka::{HostContext, PartitionEpochs};
 
 /// The changelog header holding an entry's expiry (ms since the epoch).
@@ -429,24 +430,32 @@ impl StageState {
 }
 
 /// The change a changelog record makes.
-fn change_of(message: &impl rdkafka::Message) -> Option<Change> {
+fn change_of<M: rdkafka::Message>(message: &M) -> Option<Change>
+where
+    M::Headers: RecordHeaders,
+{
     let key = message.key()?.to_vec();
     let Some(value) = message.payload() else {
         return Some((key, None));
     };
-    let expires = message.headers().and_then(|headers| {
-        headers
-            .iter()
-            .find(|header| header.key == EXPIRES_AT)
-            .and_then(|header| std::str::from_utf8(header.value?).ok()?.parse().ok())
-    });
     Some((
         key,
         Some(Entry {
-            expires,
+            expires: expires_at(message),
             value: value.to_vec(),
         }),
     ))
+}
+
+/// A changelog record's expiry (its `stagehost-expires-at` header), if any.
+pub fn expires_at<M: rdkafka::Message>(message: &M) -> Option<u64>
+where
+    M::Headers: RecordHeaders,
+{
+    raw_headers(message.headers()?)
+        .iter()
+        .find(|header| header.key == EXPIRES_AT.as_bytes())
+        .and_then(|header| std::str::from_utf8(header.value?).ok()?.parse().ok())
 }
 
 /// Now, in ms since the epoch.
