@@ -7,7 +7,10 @@
 //! - **native**: the handler's logic compiled into the host (the `calc`
 //!   crate that `add` and `subtract` are built from), the baseline;
 //! - **wasm, reused instance**: the component, one instance for every
-//!   message (what a partition worker does);
+//!   message, one `handle` call each;
+//! - **wasm, batches**: the same instance called with `handle-batch` on
+//!   `--batch` messages at a time (what a partition worker does with what
+//!   it has already fetched), when the component exports it;
 //! - **wasm, fresh instance**: a new instance (and `init`) per message.
 //!
 //! Outputs of the native and wasm paths are compared message by message in
@@ -39,6 +42,8 @@ pub struct BenchOptions {
     pub size: usize,
     /// Leave out the native baseline and the comparison.
     pub wasm_only: bool,
+    /// Messages per `handle-batch` call on the batched path.
+    pub batch: usize,
 }
 
 /// One measured path.
@@ -181,6 +186,70 @@ async fn compare(
             String::from_utf8_lossy(&native),
             String::from_utf8_lossy(&wasm)
         );
+    }
+    Ok(())
+}
+
+async fn wasm_batched(
+    route: &Routing,
+    component: &Arc<HandlerComponent>,
+    inputs: &[Vec<u8>],
+    batch: usize,
+) -> Result<Duration, HandlerFailure> {
+    let mut instance = component.instantiate().await?;
+    let started = Instant::now();
+    let mut messages = Vec::with_capacity(batch);
+    for (chunk_index, chunk) in inputs.chunks(batch).enumerate() {
+        messages.clear();
+        for (n, value) in chunk.iter().enumerate() {
+            route.resolve(value).expect("bench messages route");
+            messages.push(message(value, (chunk_index * batch + n) as u64));
+        }
+        for answer in instance.handle_batch(&messages).await? {
+            std::hint::black_box(records(answer?, component));
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs every input through `handle` and through `handle-batch`, untimed,
+/// and names the first input whose answers differ.
+async fn compare_batched(
+    component: &Arc<HandlerComponent>,
+    inputs: &[Vec<u8>],
+    batch: usize,
+) -> anyhow::Result<()> {
+    let mut single = component.instantiate().await?;
+    let mut batched = component.instantiate().await?;
+    for (chunk_index, chunk) in inputs.chunks(batch).enumerate() {
+        let messages: Vec<MessageRef<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(n, value)| message(value, (chunk_index * batch + n) as u64))
+            .collect();
+        let answers = batched.handle_batch(&messages).await?;
+        for (input, answer) in messages.iter().zip(answers) {
+            let shape = |outputs: Vec<Output>| -> Vec<_> {
+                outputs
+                    .into_iter()
+                    .map(|output| {
+                        let headers: Vec<_> = output
+                            .headers
+                            .into_iter()
+                            .map(|header| (header.key, header.value))
+                            .collect();
+                        (output.topic, output.key, output.value, headers)
+                    })
+                    .collect()
+            };
+            let alone = shape(single.handle_borrowed(*input).await?);
+            let answer = shape(answer?);
+            anyhow::ensure!(
+                answer == alone,
+                "handle and handle-batch answers differ for {}",
+                String::from_utf8_lossy(input.value)
+            );
+        }
     }
     Ok(())
 }
@@ -335,6 +404,14 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
     });
     runtime.block_on(wasm_reused(route, &component, warm_up))?;
     let wasm_elapsed = runtime.block_on(wasm_reused(route, &component, &inputs))?;
+    let batched_elapsed = if component.has_batch() {
+        runtime.block_on(wasm_batched(route, &component, warm_up, options.batch))?;
+        let elapsed = runtime.block_on(wasm_batched(route, &component, &inputs, options.batch))?;
+        runtime.block_on(compare_batched(&component, &inputs, options.batch))?;
+        Some(elapsed)
+    } else {
+        None
+    };
     let fresh_elapsed = runtime.block_on(wasm_fresh(route, &component, fresh_inputs))?;
     if let Some(baseline) = baseline {
         runtime.block_on(compare(&component, baseline, &inputs))?;
@@ -353,6 +430,14 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
         messages: options.messages,
         elapsed: wasm_elapsed,
     });
+    let batch_path = format!("wasm, batches of {}", options.batch);
+    if let Some(elapsed) = batched_elapsed {
+        rows.push(Measured {
+            path: batch_path.leak(),
+            messages: options.messages,
+            elapsed,
+        });
+    }
     rows.push(Measured {
         path: "wasm, fresh instance per message",
         messages: fresh_inputs.len() as u64,
@@ -386,6 +471,13 @@ pub fn run(config_path: &Path, options: &BenchOptions) -> anyhow::Result<String>
             ratio
         ));
     }
+    report.push_str(&match batched_elapsed {
+        Some(_) => format!(
+            "\nall {} answers of handle-batch equal those of handle\n",
+            inputs.len()
+        ),
+        None => "\nthe component exports no handle-batch (built for the 0.1.0 world)\n".into(),
+    });
     report.push_str(&match baseline {
         Some(_) => format!(
             "\nall {} answers of the wasm path equal the native ones\n",

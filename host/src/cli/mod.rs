@@ -162,6 +162,10 @@ pub enum Command {
         /// profile of the sandbox alone).
         #[arg(long)]
         wasm_only: bool,
+        /// Messages per `handle-batch` call on the batched path (the
+        /// default `max_batch` of a stage).
+        #[arg(long, default_value_t = crate::config::DEFAULT_MAX_BATCH.get())]
+        batch: usize,
     },
     /// Writes a new handler project that builds and passes its own test.
     NewPlugin {
@@ -320,6 +324,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             operation,
             size,
             wasm_only,
+            batch,
         } => {
             let options = BenchOptions {
                 messages: messages.max(1),
@@ -327,6 +332,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
                 operation,
                 size,
                 wasm_only,
+                batch: batch.max(1),
             };
             // Runs its own single-threaded runtime, off the async context.
             let report =

@@ -196,6 +196,11 @@ impl LoadedConfig {
             if let Some(parallelism) = stage.parallelism {
                 let _ = writeln!(out, "  at most {parallelism} partition(s) at once");
             }
+            let _ = writeln!(
+                out,
+                "  at most {} message(s) per handler call",
+                stage.max_batch
+            );
             let retry = stage.retry;
             let _ = writeln!(
                 out,

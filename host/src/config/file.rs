@@ -465,6 +465,11 @@ pub(crate) struct StageConfig {
     /// every assigned partition concurrently. Order within a partition is kept.
     #[serde(default)]
     pub(crate) parallelism: Option<usize>,
+    /// Most messages of one partition handed to a handler in one call (when
+    /// it exports `handle-batch`); a batch is only what has already been
+    /// fetched, never waited for. `1` calls `handle` for each message.
+    #[serde(default)]
+    pub(crate) max_batch: Option<usize>,
     /// Consumer group for this stage (default `<kafka.group>.<name>`).
     #[serde(default)]
     pub(crate) group: Option<String>,

@@ -392,6 +392,7 @@ mod tests {
                 branches: stage.branches.clone(),
                 allowed_topics: Default::default(),
                 parallelism: None,
+                max_batch: crate::config::DEFAULT_MAX_BATCH,
                 group: stage.name.clone(),
                 routing: match &stage.route {
                     Some(route) => Routing::ByField {

@@ -30,9 +30,9 @@ pub use file::{Limits, LogLimits};
 pub use load::LoadedConfig;
 pub use locate::{FieldPath, Segment};
 pub use pipeline::{
-    AdminSettings, Brokers, ClientProperties, Delivery, Expect, ExpectedError, HandlerPlan,
-    KafkaSettings, Pipeline, RetryPolicy, Routing, SelfTestCase, StagePlan, StatePlan,
-    TopicCreation, Transactions,
+    AdminSettings, Brokers, ClientProperties, DEFAULT_MAX_BATCH, Delivery, Expect, ExpectedError,
+    HandlerPlan, KafkaSettings, MAX_MAX_BATCH, Pipeline, RetryPolicy, Routing, SelfTestCase,
+    StagePlan, StatePlan, TopicCreation, Transactions,
 };
 pub use secrets::{References, looks_secret};
 pub use validate::{check_topic, is_internal_topic};

@@ -222,6 +222,13 @@ impl ExpectedError {
     }
 }
 
+/// Messages per handler call when a stage does not say (`max_batch`): large
+/// enough that the fixed cost of entering the sandbox is spread thin, small
+/// enough that a batch rerun one message at a time after a trap is quick.
+pub const DEFAULT_MAX_BATCH: NonZeroUsize = NonZeroUsize::new(64).unwrap();
+/// The largest `max_batch` a stage may ask for.
+pub const MAX_MAX_BATCH: usize = 1024;
+
 /// One stage, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagePlan {
@@ -239,6 +246,8 @@ pub struct StagePlan {
     pub allowed_topics: BTreeSet<String>,
     /// Partitions handled at once; `None` handles all at once.
     pub parallelism: Option<NonZeroUsize>,
+    /// Most messages of one partition per handler call (`handle-batch`).
+    pub max_batch: NonZeroUsize,
     /// The consumer group it joins.
     pub group: String,
     /// How a message finds its handler.

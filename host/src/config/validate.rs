@@ -362,6 +362,17 @@ fn resolve_stage(
                 .ok_or_else(|| at.error(&field.key("parallelism"), "must be at least 1"))?,
         ),
     };
+    let max_batch = match stage.max_batch {
+        None => super::DEFAULT_MAX_BATCH,
+        Some(n) if n > super::MAX_MAX_BATCH => {
+            return Err(at.error(
+                &field.key("max_batch"),
+                format!("must be at most {}", super::MAX_MAX_BATCH),
+            ));
+        }
+        Some(n) => NonZeroUsize::new(n)
+            .ok_or_else(|| at.error(&field.key("max_batch"), "must be at least 1"))?,
+    };
     let retry_at = field.key("retry");
     let retry = &stage.retry;
     let max_attempts = NonZeroU32::new(retry.max_attempts)
@@ -415,6 +426,7 @@ fn resolve_stage(
         branches: stage.branches.clone(),
         allowed_topics: stage.allowed_topics.iter().cloned().collect(),
         parallelism,
+        max_batch,
         group,
         routing,
         retry: RetryPolicy {

@@ -74,6 +74,18 @@ impl Metrics {
                     &["stage", "handler"],
                 ),
             ),
+            handler_batches: counter_vec(
+                &registry,
+                "stagehost_handler_batches_total",
+                "handle-batch calls, by stage and handler (each of several messages already fetched).",
+                &["stage", "handler"],
+            ),
+            handler_batched_messages: counter_vec(
+                &registry,
+                "stagehost_handler_batched_messages_total",
+                "Messages handed to a handler in handle-batch calls; over stagehost_handler_batches_total, the mean batch size.",
+                &["stage", "handler"],
+            ),
             consumer_lag: gauge_vec(
                 &registry,
                 "stagehost_consumer_lag",

@@ -3,7 +3,9 @@
 //! are produced in input order. A worker keeps one reusable instance per
 //! handler and replaces it when the registry holds a newer version or the
 //! instance trapped. Offsets are stored (and committed in the background)
-//! in order, once everything a message produced is acknowledged.
+//! in order, once everything a message produced is acknowledged. What has
+//! already arrived for a partition (up to the stage's `max_batch`) is
+//! handled as one batch.
 
 use super::Stage;
 use super::delivery::{delivery_error, describe};
@@ -140,13 +142,26 @@ impl Stage {
                             // must be in it first.
                             self.drain(partition, &mut queue).await;
                         }
+                        // The batch is what has already arrived, never
+                        // waited for. A stateful stage takes one message at
+                        // a time: each may need a catch-up before it.
+                        let room = (MAX_IN_FLIGHT - queue.len()).min(self.plan.max_batch.get());
+                        let mut batch = vec![message];
+                        while self.state.is_none() && batch.len() < room {
+                            match incoming.try_recv() {
+                                Ok(message) => batch.push(message),
+                                Err(_) => break,
+                            }
+                        }
                         let permit = match &self.permits {
                             Some(permits) => Some(permits.acquire().await.expect("the stage's semaphore is never closed")),
                             None => None,
                         };
-                        let sent = self.process(message, &mut handlers).await;
+                        let sent = self.process(batch, &mut handlers).await;
                         drop(permit);
-                        queue.push(sent?);
+                        for pending in sent? {
+                            queue.push(pending);
+                        }
                     }
                     None => break,
                 },
@@ -183,34 +198,41 @@ impl Stage {
         }
     }
 
-    /// Runs one message and hands its records (outputs, or its dead letter)
-    /// to the producer.
+    /// Runs messages of the partition (one batch) and hands their records
+    /// (outputs, or a dead letter each) to the producer, in order.
     async fn process(
         &self,
-        message: OwnedMessage,
+        messages: Vec<OwnedMessage>,
         handlers: &mut WorkerHandlers,
-    ) -> anyhow::Result<Pending<OwnedMessage, DeliveryFuture, Record>> {
+    ) -> anyhow::Result<Vec<Pending<OwnedMessage, DeliveryFuture, Record>>> {
         let delivery = |sent: Result<DeliveryFuture, KafkaError>| match sent {
             Ok(future) => Delivery::Sent(future),
             Err(err) => Delivery::Done(Some(describe(&err))),
         };
-        let (deliveries, letter) = match self.plan(&message, handlers).await? {
-            Plan::Outputs(records) => {
-                let mut deliveries = Vec::with_capacity(records.len());
-                for record in records {
-                    deliveries.push(delivery(self.enqueue_owned(record).await));
+        let plans = self.plan_batch(&messages, handlers).await?;
+        let mut sent = Vec::with_capacity(messages.len());
+        for (message, plan) in messages.into_iter().zip(plans) {
+            let (deliveries, letter) = match plan {
+                Plan::Outputs(records) => {
+                    let mut deliveries = Vec::with_capacity(records.len());
+                    for record in records {
+                        deliveries.push(delivery(self.enqueue_owned(record).await));
+                    }
+                    (deliveries, None)
                 }
-                (deliveries, None)
-            }
-            // Kept: a refused dead letter is sent again until acknowledged.
-            Plan::DeadLetter(letter) => (vec![delivery(self.enqueue(&letter).await)], Some(letter)),
-        };
-        Ok(Pending {
-            offset: message.offset(),
-            message,
-            deliveries,
-            letter,
-        })
+                // Kept: a refused dead letter is sent again until acknowledged.
+                Plan::DeadLetter(letter) => {
+                    (vec![delivery(self.enqueue(&letter).await)], Some(letter))
+                }
+            };
+            sent.push(Pending {
+                offset: message.offset(),
+                message,
+                deliveries,
+                letter,
+            });
+        }
+        Ok(sent)
     }
 
     /// Once every record of `done` is answered: its offset, after

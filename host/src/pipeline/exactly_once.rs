@@ -3,8 +3,12 @@
 //! input offsets to the same transaction, so a message's outputs (or its
 //! dead letter) and its offset are committed together or not at all.
 //!
-//! The stage runs one loop: it takes a message, plans its records, hands
-//! them to its transactional producer and notes the offset. Every
+//! The stage runs one loop: it takes what the consumer has already fetched
+//! (up to a few `max_batch`es), plans each partition's messages in batches
+//! on tasks of their own, so partitions run side by side, then hands the
+//! records to its transactional producer in order and notes the offsets. A
+//! stateful stage takes one message at a time, since a partition may need
+//! its state caught up before its next message. Every
 //! `kafka.transactions.commit_interval_ms` (or after
 //! [`MAX_TRANSACTION_MESSAGES`]) it waits for the outputs, sends the offsets
 //! and commits. When a commit fails, the transaction is aborted and every
@@ -21,12 +25,13 @@
 
 use super::Stage;
 use super::delivery::{Backoff, delivery_error};
+use super::outputs::Record;
 use super::step::{Plan, WorkerHandlers};
 use crate::config::Transactions;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -36,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Most messages in one transaction, so a commit is never far away.
 pub const MAX_TRANSACTION_MESSAGES: usize = 20_000;
+/// Batches taken from the consumer at once (of `max_batch` messages each),
+/// so that several partitions' batches can run side by side.
+const GATHERED_BATCHES: usize = 4;
 /// How long one transaction call to the broker may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at a commit that fails with a retriable error before aborting.
@@ -119,7 +127,9 @@ impl Stage {
             commit_interval_ms = interval.as_millis() as u64,
             "stage consuming (exactly-once)"
         );
-        let mut handlers = WorkerHandlers::default();
+        // Per partition its handlers' instances, so partitions can be
+        // planned side by side.
+        let mut partition_handlers: HashMap<i32, WorkerHandlers> = HashMap::new();
         let mut open: Option<OpenTransaction> = None;
         // Inputs whose output the broker refused for good in an aborted
         // transaction: dead-lettered when taken again.
@@ -139,45 +149,67 @@ impl Stage {
                     let Some(message) = self.taken(received).await else {
                         continue;
                     };
-                    let partition = message.partition();
-                    if self.state.as_ref().is_some_and(|state| state.needs_catch_up(partition))
-                        && let Some(transaction) = open.take()
-                    {
-                        // The partition moved since its state was caught up:
-                        // end the transaction (a commit across the move is
-                        // refused), then catch up before its next message.
-                        let rewinds = transaction.first.contains_key(&partition);
-                        if !self.finish(transaction, &mut refused).await? && rewinds {
-                            // Rewound: this message comes again.
-                            continue;
+                    if self.state.is_none() {
+                        let room = MAX_TRANSACTION_MESSAGES
+                            - open.as_ref().map_or(0, |transaction| transaction.messages);
+                        let batch = self.already_fetched(message, room.min(self.gather_limit()));
+                        let transaction = match open.as_mut() {
+                            Some(transaction) => transaction,
+                            None => {
+                                producer.begin_transaction().with_context(|| {
+                                    format!("stage `{stage}`: beginning a transaction")
+                                })?;
+                                open.insert(OpenTransaction::default())
+                            }
+                        };
+                        let planned = self
+                            .clone()
+                            .plan_partitions(batch, &mut partition_handlers, &mut refused)
+                            .await?;
+                        for (message, records) in planned {
+                            let position = (message.partition(), message.offset());
+                            self.hand_over(records, position, transaction).await;
+                            transaction.take(position.0, position.1);
                         }
+                    } else {
+                        let partition = message.partition();
+                        if self.state.as_ref().is_some_and(|state| state.needs_catch_up(partition))
+                            && let Some(transaction) = open.take()
+                        {
+                            // The partition moved since its state was caught up:
+                            // end the transaction (a commit across the move is
+                            // refused), then catch up before its next message.
+                            let rewinds = transaction.first.contains_key(&partition);
+                            if !self.finish(transaction, &mut refused).await? && rewinds {
+                                // Rewound: this message comes again.
+                                continue;
+                            }
+                        }
+                        let transaction = match open.as_mut() {
+                            Some(transaction) => transaction,
+                            None => {
+                                // Local to the producer: no broker round trip.
+                                producer.begin_transaction().with_context(|| {
+                                    format!("stage `{stage}`: beginning a transaction")
+                                })?;
+                                open.insert(OpenTransaction::default())
+                            }
+                        };
+                        let position = (message.partition(), message.offset());
+                        let records = match refused.remove(&position) {
+                            Some(reason) => vec![self.produce_failed(&message, &reason)],
+                            None => {
+                                let handlers = partition_handlers.entry(partition).or_default();
+                                match self.plan(&message, handlers).await? {
+                                    Plan::Outputs(records) => records,
+                                    Plan::DeadLetter(letter) => vec![letter],
+                                }
+                            }
+                        };
+                        self.hand_over(records, position, transaction).await;
+                        transaction.take(position.0, position.1);
                     }
-                    let transaction = match open.as_mut() {
-                        Some(transaction) => transaction,
-                        None => {
-                            // Local to the producer: no broker round trip.
-                            producer
-                                .begin_transaction()
-                                .with_context(|| format!("stage `{stage}`: beginning a transaction"))?;
-                            open.insert(OpenTransaction::default())
-                        }
-                    };
-                    let position = (message.partition(), message.offset());
-                    let records = match refused.remove(&position) {
-                        Some(reason) => vec![self.produce_failed(&message, &reason)],
-                        None => match self.plan(&message, &mut handlers).await? {
-                            Plan::Outputs(records) => records,
-                            Plan::DeadLetter(letter) => vec![letter],
-                        },
-                    };
-                    for record in records {
-                        match self.enqueue_owned(record).await {
-                            Ok(delivery) => transaction.deliveries.push((position, delivery)),
-                            Err(err) => transaction.refused.push((position, err.to_string())),
-                        }
-                    }
-                    transaction.take(position.0, position.1);
-                    if transaction.messages >= MAX_TRANSACTION_MESSAGES
+                    if open.as_ref().is_some_and(|transaction| transaction.messages >= MAX_TRANSACTION_MESSAGES)
                         && let Some(transaction) = open.take()
                     {
                         self.finish(transaction, &mut refused).await?;
@@ -193,6 +225,155 @@ impl Stage {
         self.consumer.unsubscribe();
         tracing::info!(stage, "stage stopped");
         Ok(())
+    }
+
+    /// Most messages taken from the consumer at once: a batch for a few
+    /// partitions, planned side by side.
+    fn gather_limit(&self) -> usize {
+        self.plan.max_batch.get() * GATHERED_BATCHES
+    }
+
+    /// `first` and the messages the consumer already holds after it, up to
+    /// `limit` in all; never waits for more.
+    fn already_fetched(&self, first: OwnedMessage, limit: usize) -> Vec<OwnedMessage> {
+        let mut batch = vec![first];
+        while batch.len() < limit {
+            match ready_now(self.consumer.recv()) {
+                Some(Ok(message)) => {
+                    self.metrics.message_in();
+                    batch.push(message.detach());
+                }
+                // An error is met again, and reported, by the next `recv`.
+                Some(Err(_)) | None => break,
+            }
+        }
+        batch
+    }
+
+    /// The records of each message, in the order taken. Each partition's
+    /// messages are planned in batches on a task of their own, so the
+    /// partitions of one transaction run on every core, as they do in
+    /// at-least-once mode; within a partition the order is kept.
+    async fn plan_partitions(
+        self: Arc<Self>,
+        batch: Vec<OwnedMessage>,
+        partition_handlers: &mut HashMap<i32, WorkerHandlers>,
+        refused: &mut HashMap<(i32, i64), String>,
+    ) -> anyhow::Result<Vec<(OwnedMessage, Vec<Record>)>> {
+        let mut by_partition: Vec<(i32, Vec<OwnedMessage>)> = Vec::new();
+        for message in batch {
+            let partition = message.partition();
+            match by_partition
+                .iter_mut()
+                .find(|(known, _)| *known == partition)
+            {
+                Some((_, messages)) => messages.push(message),
+                None => by_partition.push((partition, vec![message])),
+            }
+        }
+        let mut tasks = Vec::with_capacity(by_partition.len());
+        for (partition, messages) in by_partition {
+            // Inputs whose output the broker refused for good are
+            // dead-lettered as `produce-failed`, not run again.
+            let refusals: Vec<Option<String>> = messages
+                .iter()
+                .map(|message| refused.remove(&(partition, message.offset())))
+                .collect();
+            let mut handlers = partition_handlers.remove(&partition).unwrap_or_default();
+            let stage = self.clone();
+            let plan = async move {
+                let planned = stage
+                    .plan_in_batches(messages, refusals, &mut handlers)
+                    .await;
+                (partition, handlers, planned)
+            };
+            tasks.push(plan);
+        }
+        let results: Vec<_> = if tasks.len() == 1 {
+            vec![tasks.pop().expect("one task").await]
+        } else {
+            let spawned: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+            let mut results = Vec::with_capacity(spawned.len());
+            for task in spawned {
+                results.push(task.await.context("a partition's planning task failed")?);
+            }
+            results
+        };
+        let mut planned = Vec::new();
+        for (partition, handlers, records) in results {
+            partition_handlers.insert(partition, handlers);
+            planned.extend(records?);
+        }
+        Ok(planned)
+    }
+
+    /// One partition's messages planned in batches of `max_batch`.
+    async fn plan_in_batches(
+        &self,
+        messages: Vec<OwnedMessage>,
+        refusals: Vec<Option<String>>,
+        handlers: &mut WorkerHandlers,
+    ) -> anyhow::Result<Vec<(OwnedMessage, Vec<Record>)>> {
+        let mut planned = Vec::with_capacity(messages.len());
+        let mut pending: Vec<OwnedMessage> = Vec::new();
+        let max_batch = self.plan.max_batch.get();
+        for (message, refusal) in messages.into_iter().zip(refusals) {
+            match refusal {
+                Some(reason) => {
+                    self.plan_pending(&mut pending, handlers, &mut planned)
+                        .await?;
+                    let letter = self.produce_failed(&message, &reason);
+                    planned.push((message, vec![letter]));
+                }
+                None => {
+                    pending.push(message);
+                    if pending.len() == max_batch {
+                        self.plan_pending(&mut pending, handlers, &mut planned)
+                            .await?;
+                    }
+                }
+            }
+        }
+        self.plan_pending(&mut pending, handlers, &mut planned)
+            .await?;
+        Ok(planned)
+    }
+
+    /// Plans the messages of `pending` as one batch and moves them, with
+    /// their records, to `planned`.
+    async fn plan_pending(
+        &self,
+        pending: &mut Vec<OwnedMessage>,
+        handlers: &mut WorkerHandlers,
+        planned: &mut Vec<(OwnedMessage, Vec<Record>)>,
+    ) -> anyhow::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let plans = self.plan_batch(pending, handlers).await?;
+        for (message, plan) in pending.drain(..).zip(plans) {
+            let records = match plan {
+                Plan::Outputs(records) => records,
+                Plan::DeadLetter(letter) => vec![letter],
+            };
+            planned.push((message, records));
+        }
+        Ok(())
+    }
+
+    /// Hands a message's records to the transactional producer.
+    async fn hand_over(
+        &self,
+        records: Vec<Record>,
+        position: (i32, i64),
+        transaction: &mut OpenTransaction,
+    ) {
+        for record in records {
+            match self.enqueue_owned(record).await {
+                Ok(delivery) => transaction.deliveries.push((position, delivery)),
+                Err(err) => transaction.refused.push((position, err.to_string())),
+            }
+        }
     }
 
     /// Commits the transaction with its offsets (and then its state changes
@@ -305,6 +486,18 @@ impl Stage {
             })?;
             retrying(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
         })
+    }
+}
+
+/// The future's output if it is ready at the first poll. For
+/// `StreamConsumer::recv`, which is cancellation safe: a message already
+/// fetched, or `None`.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 

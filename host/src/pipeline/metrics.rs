@@ -30,6 +30,10 @@ pub struct MetricFamilies {
     pub handler_errors: IntCounterVec,
     /// `stagehost_handler_duration_seconds{stage,handler}`.
     pub handler_duration: HistogramVec,
+    /// `stagehost_handler_batches_total{stage,handler}`.
+    pub handler_batches: IntCounterVec,
+    /// `stagehost_handler_batched_messages_total{stage,handler}`.
+    pub handler_batched_messages: IntCounterVec,
     /// `stagehost_consumer_lag{stage,partition}`.
     pub consumer_lag: IntGaugeVec,
     /// `stagehost_state_restored_records_total{stage}`.
@@ -71,12 +75,22 @@ impl HandlerMetrics {
     pub fn call_took(&self, seconds: f64) {
         self.0.duration.observe(seconds);
     }
+
+    /// Counts one `handle-batch` call of `messages` messages
+    /// (`stagehost_handler_batches_total`,
+    /// `stagehost_handler_batched_messages_total`).
+    pub fn batch(&self, messages: usize) {
+        self.0.batches.inc();
+        self.0.batched_messages.inc_by(messages as u64);
+    }
 }
 
 /// The series of one handler in one stage.
 struct HandlerSeries {
     outputs: IntCounter,
     duration: Histogram,
+    batches: IntCounter,
+    batched_messages: IntCounter,
     errors: RwLock<HashMap<String, IntCounter>>,
 }
 
@@ -243,6 +257,11 @@ impl StageMetrics {
             Arc::new(HandlerSeries {
                 outputs: inner.families.messages_out.with_label_values(&labels),
                 duration: inner.families.handler_duration.with_label_values(&labels),
+                batches: inner.families.handler_batches.with_label_values(&labels),
+                batched_messages: inner
+                    .families
+                    .handler_batched_messages
+                    .with_label_values(&labels),
                 errors: RwLock::default(),
             })
         })

@@ -10,8 +10,8 @@ use super::metrics::{HandlerMetrics, StageMetrics};
 use super::outputs::{Record, output_records};
 use super::state::access::{self, MessageState, Refusal, SharedPartition, StateLimits};
 use super::state::{StageState, now_ms};
-use crate::handlers::bindings::{HeaderRef, MessageRef};
-use crate::handlers::{ErrorKind, HandlerFailure, HandlerInstance};
+use crate::handlers::bindings::{HeaderRef, MessageRef, Output};
+use crate::handlers::{ErrorKind, HandlerComponent, HandlerFailure, HandlerInstance, Registry};
 use crate::kafka::headers::{self, RawHeader};
 use rdkafka::Message as _;
 use rdkafka::message::OwnedMessage;
@@ -76,6 +76,131 @@ impl Stage {
         })
     }
 
+    /// [`Stage::plan`] for several messages of one partition, in order: one
+    /// plan per message, the same as [`Stage::plan`] would give each alone.
+    ///
+    /// Messages are routed with one look at the registry, so a hot swap
+    /// never splits a batch across versions. Each handler whose component
+    /// exports `handle-batch` gets its messages in one call; a batch that
+    /// fails as a whole (a trap, a timeout, the memory or fuel limit) is
+    /// rerun one message at a time on a fresh instance, so only the culprit
+    /// is dead-lettered. Stateful stages call `handle` for each message, so
+    /// that each message's state changes are its own.
+    pub(crate) async fn plan_batch(
+        &self,
+        messages: &[OwnedMessage],
+        handlers: &mut WorkerHandlers,
+    ) -> anyhow::Result<Vec<Plan>> {
+        if messages.len() == 1 || self.state.is_some() {
+            let mut plans = Vec::with_capacity(messages.len());
+            for message in messages {
+                plans.push(self.plan(message, handlers).await?);
+            }
+            return Ok(plans);
+        }
+        let registry = self.registry.load_full();
+        let mut outcomes: Vec<Option<Result<Vec<Record>, DeadLetter>>> =
+            (0..messages.len()).map(|_| None).collect();
+        // Per handler, in order of first appearance, the messages it gets.
+        let mut groups: Vec<(&str, &Arc<HandlerComponent>, Vec<usize>)> = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            match self.route_of(&registry, message) {
+                Err(letter) => outcomes[index] = Some(Err(letter)),
+                Ok((name, component)) => {
+                    match groups.iter_mut().find(|(known, ..)| *known == name) {
+                        Some((.., members)) => members.push(index),
+                        None => groups.push((name, component, vec![index])),
+                    }
+                }
+            }
+        }
+        for (name, component, members) in groups {
+            let mut answers = self
+                .call_batch(messages, &members, handlers, name, component)
+                .await;
+            for (position, &index) in members.iter().enumerate() {
+                let given = answers
+                    .as_mut()
+                    .map(|answers| std::mem::replace(&mut answers[position], Ok(Vec::new())));
+                outcomes[index] = Some(
+                    self.call_routed(&messages[index], handlers, None, name, component, given)
+                        .await,
+                );
+            }
+        }
+        Ok(messages
+            .iter()
+            .zip(outcomes)
+            .map(|(message, outcome)| {
+                match outcome.expect("every message of the batch has an outcome") {
+                    Ok(records) => Plan::Outputs(records),
+                    Err(letter) => {
+                        self.log_dead_letter(message, &letter);
+                        Plan::DeadLetter(self.dead_letter_record(message, &letter))
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// One `handle-batch` call for the messages at `members`: the handler's
+    /// answer for each, or `None` when they are to be run one at a time (the
+    /// component has no `handle-batch`, there is one message, or the batch
+    /// failed as a whole, whose instance is then dropped).
+    async fn call_batch(
+        &self,
+        messages: &[OwnedMessage],
+        members: &[usize],
+        handlers: &mut WorkerHandlers,
+        name: &str,
+        component: &Arc<HandlerComponent>,
+    ) -> Option<Vec<Result<Vec<Output>, HandlerFailure>>> {
+        if members.len() < 2 || !component.has_batch() {
+            return None;
+        }
+        let slot = handlers.slot(name, &self.metrics);
+        let instance = match &mut slot.instance {
+            Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
+            _ => {
+                slot.instance = None;
+                // A failure to instantiate is met again, and reported, per message.
+                slot.instance.insert(component.instantiate().await.ok()?)
+            }
+        };
+        let texts: Vec<HeaderTexts<'_>> = members
+            .iter()
+            .map(|&index| HeaderTexts::of(&messages[index]))
+            .collect();
+        let headers: Vec<Vec<HeaderRef<'_>>> = texts.iter().map(HeaderTexts::refs).collect();
+        let inputs: Vec<MessageRef<'_>> = members
+            .iter()
+            .zip(&headers)
+            .map(|(&index, headers)| wit_message(&messages[index], headers))
+            .collect();
+        let started = Instant::now();
+        let answered = instance.handle_batch(&inputs).await;
+        // The histogram is per message: each gets its share of the call.
+        let share = started.elapsed().as_secs_f64() / members.len() as f64;
+        for _ in members {
+            slot.metrics.call_took(share);
+        }
+        slot.metrics.batch(members.len());
+        match answered {
+            Ok(answers) => Some(answers),
+            Err(failure) => {
+                slot.instance = None;
+                tracing::debug!(
+                    stage = %self.plan.name,
+                    handler = name,
+                    messages = members.len(),
+                    cause = %failure,
+                    "a batch failed as a whole; running its messages one at a time"
+                );
+                None
+            }
+        }
+    }
+
     /// Routes the message and runs its handler, retrying transient errors.
     async fn run_handler(
         &self,
@@ -109,6 +234,17 @@ impl Stage {
         partition_state: Option<(&Arc<StageState>, SharedPartition)>,
     ) -> Result<Vec<Record>, DeadLetter> {
         let registry = self.registry.load();
+        let (name, component) = self.route_of(&registry, message)?;
+        self.call_routed(message, handlers, partition_state, name, component, None)
+            .await
+    }
+
+    /// The handler a message goes to, from one look at the registry.
+    fn route_of<'r>(
+        &self,
+        registry: &'r Registry,
+        message: &OwnedMessage,
+    ) -> Result<(&'r str, &'r Arc<HandlerComponent>), DeadLetter> {
         let value = message.payload().unwrap_or_default();
         let route = registry.route(&self.plan.name).ok_or_else(|| DeadLetter {
             kind: ErrorKind::UnknownRoute,
@@ -125,6 +261,23 @@ impl Stage {
             reason: format!("handler `{name}` is not loaded"),
             handler: None,
         })?;
+        Ok((name, component))
+    }
+
+    /// Runs the message's handler (`component`), retrying transient errors,
+    /// and checks its outputs. `given` is the handler's first answer when a
+    /// batch call already gave it: it counts as the first attempt, so a
+    /// message comes out of a batch exactly as it would alone.
+    async fn call_routed(
+        &self,
+        message: &OwnedMessage,
+        handlers: &mut WorkerHandlers,
+        partition_state: Option<(&Arc<StageState>, SharedPartition)>,
+        name: &str,
+        component: &Arc<HandlerComponent>,
+        given: Option<Result<Vec<Output>, HandlerFailure>>,
+    ) -> Result<Vec<Record>, DeadLetter> {
+        let mut given = given;
         let identity = || Some((name.to_string(), component.version().to_string()));
         let header_texts = HeaderTexts::of(message);
         let headers = header_texts.refs();
@@ -134,39 +287,49 @@ impl Stage {
         let mut attempt = 1;
         let slot = handlers.slot(name, &self.metrics);
         let outputs = loop {
-            let instance = match &mut slot.instance {
-                Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
-                _ => {
-                    slot.instance = None;
-                    match component.instantiate().await {
-                        Ok(instance) => slot.instance.insert(instance),
-                        Err(failure) => {
-                            self.metrics.handler_error(name, failure.kind());
-                            break Err(failure);
+            let (handled, state) = match given.take() {
+                Some(answer) => (answer, None),
+                None => {
+                    let instance = match &mut slot.instance {
+                        Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
+                        _ => {
+                            slot.instance = None;
+                            match component.instantiate().await {
+                                Ok(instance) => slot.instance.insert(instance),
+                                Err(failure) => {
+                                    self.metrics.handler_error(name, failure.kind());
+                                    break Err(failure);
+                                }
+                            }
                         }
+                    };
+                    if let Some((_, partition)) = &partition_state {
+                        let limits = component.limits();
+                        let limits = StateLimits {
+                            bytes: limits.state_bytes,
+                            writes: limits.state_writes,
+                        };
+                        let now = message
+                            .timestamp()
+                            .to_millis()
+                            .and_then(|ms| u64::try_from(ms).ok())
+                            .unwrap_or_else(now_ms);
+                        instance.lend_state(Box::new(MessageState::new(
+                            partition.clone(),
+                            now,
+                            limits,
+                        )));
                     }
+                    let started = Instant::now();
+                    let handled = instance.handle_borrowed(input).await;
+                    slot.metrics.call_took(started.elapsed().as_secs_f64());
+                    let state = partition_state.as_ref().and_then(|_| {
+                        let lent = instance.take_state()?;
+                        lent.into_any().downcast::<MessageState>().ok()
+                    });
+                    (handled, state)
                 }
             };
-            if let Some((_, partition)) = &partition_state {
-                let limits = component.limits();
-                let limits = StateLimits {
-                    bytes: limits.state_bytes,
-                    writes: limits.state_writes,
-                };
-                let now = message
-                    .timestamp()
-                    .to_millis()
-                    .and_then(|ms| u64::try_from(ms).ok())
-                    .unwrap_or_else(now_ms);
-                instance.lend_state(Box::new(MessageState::new(partition.clone(), now, limits)));
-            }
-            let started = Instant::now();
-            let handled = instance.handle_borrowed(input).await;
-            slot.metrics.call_took(started.elapsed().as_secs_f64());
-            let state = partition_state.as_ref().and_then(|_| {
-                let lent = instance.take_state()?;
-                lent.into_any().downcast::<MessageState>().ok()
-            });
             match handled {
                 Ok(outputs) => break Ok((outputs, state)),
                 Err(failure) => {

@@ -427,6 +427,7 @@ impl HandlerComponent {
         });
         let mut instance = HandlerInstance {
             handle: None,
+            handle_batch: None,
             store,
             component: self.clone(),
         };
@@ -459,6 +460,15 @@ impl HandlerComponent {
             }
             Err(err) => return Err(instance.classify(err)),
         }
+        if self.has_batch {
+            let batch = instantiated
+                .get_typed_func::<BatchParams<'static>, BatchResults>(
+                    &mut instance.store,
+                    "handle-batch",
+                )
+                .map_err(wrong_world)?;
+            instance.handle_batch = Some(*batch.func());
+        }
         instance.handle = Some(*handle.func());
         Ok(instance)
     }
@@ -472,12 +482,19 @@ type InitResults = (Result<(), String>,);
 type HandleParams<'a> = (MessageRef<'a>,);
 /// What `handle` returns.
 type HandleResults = (Result<Vec<Output>, HandlerError>,);
+/// The parameters of the world's `handle-batch` export (package 0.2.0).
+type BatchParams<'a> = (&'a [MessageRef<'a>],);
+/// What `handle-batch` returns.
+type BatchResults = (Vec<Result<Vec<Output>, HandlerError>>,);
 
 /// A live instance of one handler version, reused message after message.
 pub struct HandlerInstance {
     /// The `handle` export, type-checked against [`HandleParams`] and
     /// [`HandleResults`] at instantiation.
     handle: Option<Func>,
+    /// The `handle-batch` export, checked against [`BatchParams`] and
+    /// [`BatchResults`], when the component has it.
+    handle_batch: Option<Func>,
     store: Store<GuestState>,
     component: Arc<HandlerComponent>,
 }
@@ -540,11 +557,56 @@ impl HandlerInstance {
             return Err(HandlerFailure::Timeout(limit));
         };
         match answer {
-            Ok((Ok(outputs),)) => Ok(outputs),
-            Ok((Err(HandlerError::InvalidInput(reason)),)) => {
-                Err(HandlerFailure::InvalidInput(reason))
+            Ok((answer,)) => answer_of(answer),
+            Err(err) => Err(self.classify(err)),
+        }
+    }
+
+    /// Whether [`HandlerInstance::handle_batch`] can be called.
+    pub fn can_batch(&self) -> bool {
+        self.handle_batch.is_some()
+    }
+
+    /// Runs `handle-batch` on several messages of one partition, in order:
+    /// one answer per message, as `handle` would give it.
+    ///
+    /// The whole call gets the limits of one message (wall time, fuel), so a
+    /// batch the handler cannot finish within them fails as a whole, and the
+    /// caller reruns its messages one at a time with `handle` on a fresh
+    /// instance: each message then meets exactly the limits it would have
+    /// met alone. A batch answer of the wrong length fails the same way.
+    pub async fn handle_batch(
+        &mut self,
+        messages: &[MessageRef<'_>],
+    ) -> Result<Vec<Result<Vec<Output>, HandlerFailure>>, HandlerFailure> {
+        let Some(first) = messages.first() else {
+            return Ok(Vec::new());
+        };
+        let func = self
+            .handle_batch
+            .ok_or_else(|| HandlerFailure::Instantiate("the handler has no handle-batch".into()))?;
+        self.arm();
+        self.store.data().place.at(first.partition, first.offset);
+        // SAFETY: `func` was checked against these parameter and result types
+        // when the instance was created; a `MessageRef` lowers the same for
+        // any lifetime.
+        let typed = unsafe { TypedFunc::<BatchParams<'_>, BatchResults>::new_unchecked(func) };
+        let limit = self.component.spec.limits.timeout_ms;
+        let call = typed.call_async(&mut self.store, (messages,));
+        let Ok(answer) = tokio::time::timeout(Duration::from_millis(limit), call).await else {
+            self.handle = None;
+            self.handle_batch = None;
+            return Err(HandlerFailure::Timeout(limit));
+        };
+        match answer {
+            Ok((answers,)) if answers.len() == messages.len() => {
+                Ok(answers.into_iter().map(answer_of).collect())
             }
-            Ok((Err(HandlerError::Transient(reason)),)) => Err(HandlerFailure::Transient(reason)),
+            Ok((answers,)) => Err(HandlerFailure::Trap(format!(
+                "handle-batch returned {} results for {} messages",
+                answers.len(),
+                messages.len()
+            ))),
             Err(err) => Err(self.classify(err)),
         }
     }
@@ -581,6 +643,15 @@ impl HandlerInstance {
                 None => HandlerFailure::Trap(err.root_cause().to_string()),
             },
         }
+    }
+}
+
+/// A handler's answer for one message, as a failure when it is an error.
+fn answer_of(answer: Result<Vec<Output>, HandlerError>) -> Result<Vec<Output>, HandlerFailure> {
+    match answer {
+        Ok(outputs) => Ok(outputs),
+        Err(HandlerError::InvalidInput(reason)) => Err(HandlerFailure::InvalidInput(reason)),
+        Err(HandlerError::Transient(reason)) => Err(HandlerFailure::Transient(reason)),
     }
 }
 
