@@ -7,7 +7,7 @@
 #   make kafka-down  stop it
 #   make plugins     build the handler components (both build variants)
 #   make lint        cargo fmt --check and clippy -D warnings, host and plugins
-#   make bench-e2e   end-to-end benchmark on local Kafka: Stagehost, a native Rust loop, the tutorial's Python consumer
+#   make bench-e2e   end-to-end benchmark on local Kafka: Stagehost (Rust and Python handlers), a native Rust loop, the tutorial's Python consumer
 #   make bench-state stateful handlers: running total against Kafka Streams, restore times, get+set cost
 #   make graph-picture  redraw examples/graph.svg from examples/graph.yml (needs Graphviz `dot`)
 

@@ -1,7 +1,9 @@
 //! End-to-end benchmark against the local real broker (`make kafka-up`):
 //! Stagehost against the limit, the same consume → compute → produce loop
 //! written by hand in Rust (`host/examples/native_loop.rs`), and against the
-//! tutorial's Python consumer (`scripts/bench/python_loop.py`). Each contender
+//! tutorial's Python consumer (`scripts/bench/python_loop.py`), which meets
+//! Stagehost again as `stagehost-python`: the host with every request routed
+//! to the Python `multiply` component (its outputs hold products). Each contender
 //! runs as its own process with the host's client settings and the host's
 //! guarantee (at least once: an input offset is stored only after its output
 //! is acknowledged).
@@ -17,7 +19,7 @@
 //!
 //! Run: `make bench-e2e`, or `cargo bench -p stagehost --bench e2e` with env
 //! `MESSAGES` (1000000), `PARTITIONS` (4), `SIZE` (bytes per request, 100),
-//! `CONTENDERS` (`stagehost,native,python`), `LATENCY_SECONDS` (20; 0 skips
+//! `CONTENDERS` (`stagehost,native,python,stagehost-python`), `LATENCY_SECONDS` (20; 0 skips
 //! the latency runs), `LATENCY_RATE` (msg/s for every latency run; default
 //! half of each contender's throughput), `ROUNDS` (3 throughput runs per
 //! contender, in alternation, the median reported), `WARMUP_MESSAGES`
@@ -88,7 +90,7 @@ struct Params {
 impl Params {
     fn from_env() -> anyhow::Result<Self> {
         let contenders = std::env::var("CONTENDERS")
-            .unwrap_or_else(|_| "stagehost,native,python".into())
+            .unwrap_or_else(|_| "stagehost,native,python,stagehost-python".into())
             .split(',')
             .map(str::trim)
             .filter(|name| !name.is_empty())
@@ -125,6 +127,10 @@ enum Contender {
     Native,
     /// `scripts/bench/python_loop.py` in the bench venv.
     Python,
+    /// `host run` with every request routed to the Python `multiply`
+    /// component (componentize-py): the tutorial's program 2 moved into
+    /// the sandbox, against the `python` loop. Its outputs hold products.
+    StagehostPython,
 }
 
 impl Contender {
@@ -133,7 +139,10 @@ impl Contender {
             "stagehost" => Self::Stagehost,
             "native" => Self::Native,
             "python" => Self::Python,
-            other => bail!("unknown contender `{other}` in CONTENDERS (stagehost, native, python)"),
+            "stagehost-python" => Self::StagehostPython,
+            other => bail!(
+                "unknown contender `{other}` in CONTENDERS (stagehost, native, python, stagehost-python)"
+            ),
         })
     }
 
@@ -142,8 +151,40 @@ impl Contender {
             Self::Stagehost => "stagehost",
             Self::Native => "native",
             Self::Python => "python",
+            Self::StagehostPython => "stagehost-python",
         }
     }
+
+    /// Whether it is a `host run` process (configured, not given arguments).
+    fn is_stagehost(self) -> bool {
+        matches!(self, Self::Stagehost | Self::StagehostPython)
+    }
+
+    /// The handlers its config names, as built by `make plugins`.
+    fn handlers(self) -> &'static [&'static str] {
+        match self {
+            Self::Stagehost => &["add", "subtract"],
+            Self::StagehostPython => &["multiply"],
+            Self::Native | Self::Python => &[],
+        }
+    }
+
+    /// What its outputs' `result` holds.
+    fn computes(self) -> Computes {
+        match self {
+            Self::StagehostPython => Computes::Product,
+            Self::Stagehost | Self::Native | Self::Python => Computes::Calculator,
+        }
+    }
+}
+
+/// What a contender computes from a request's operands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Computes {
+    /// The tutorial's calculator: the sum, or the difference for `sub`.
+    Calculator,
+    /// The `multiply` handler: the product, whatever the operation.
+    Product,
 }
 
 /// What the contenders run, checked or built before the first run.
@@ -176,8 +217,8 @@ impl Programs {
             logs,
         };
         let wants = |contender| params.contenders.contains(&contender);
-        if wants(Contender::Stagehost) {
-            for handler in ["add", "subtract"] {
+        for contender in params.contenders.iter().filter(|c| c.is_stagehost()) {
+            for handler in contender.handlers() {
                 let path = programs.plugin(handler);
                 ensure!(
                     path.exists(),
@@ -239,9 +280,9 @@ impl Programs {
     /// Starts `contender` on `topics`, its output in `log`.
     fn start(&self, contender: Contender, topics: &Topics, log: &Path) -> anyhow::Result<Running> {
         let mut command = match contender {
-            Contender::Stagehost => {
+            Contender::Stagehost | Contender::StagehostPython => {
                 let config = log.with_extension("yml");
-                std::fs::write(&config, self.stagehost_config(topics))
+                std::fs::write(&config, self.stagehost_config(contender, topics))
                     .with_context(|| format!("writing {}", config.display()))?;
                 let mut command = Command::new(&self.host);
                 command.arg("run").arg(config);
@@ -256,7 +297,7 @@ impl Programs {
                 command
             }
         };
-        if contender != Contender::Stagehost {
+        if !contender.is_stagehost() {
             command.args([
                 &topics.brokers,
                 &topics.input,
@@ -280,18 +321,33 @@ impl Programs {
         })
     }
 
-    /// The calculator of `config.yml` on the run's topics, admin off.
-    fn stagehost_config(&self, topics: &Topics) -> String {
+    /// The calculator of `config.yml` on the run's topics, admin off; for
+    /// `stagehost-python`, its routes all lead to `multiply`.
+    fn stagehost_config(&self, contender: Contender, topics: &Topics) -> String {
+        let handlers: String = contender
+            .handlers()
+            .iter()
+            .map(|handler| {
+                format!(
+                    "  {handler}:\n    path: {}\n    watch: false\n",
+                    self.plugin(handler).display()
+                )
+            })
+            .collect();
+        let routes = match contender.computes() {
+            Computes::Calculator => {
+                "sum: add\n        add: add\n        sub: subtract\n        subtract: subtract"
+            }
+            Computes::Product => "sum: multiply\n        sub: multiply",
+        };
         format!(
             "kafka:\n  brokers: {brokers}\n  group: {group}\n  topics:\n    create: false\n\
              admin:\n  enabled: false\n\
-             handlers:\n  add:\n    path: {add}\n    watch: false\n  subtract:\n    path: {subtract}\n    watch: false\n\
+             handlers:\n{handlers}\
              stages:\n  - name: calculator\n    input: {input}\n    output: {output}\n    dead_letter: {dead_letter}\n    \
-             route:\n      field: operation\n      to:\n        sum: add\n        add: add\n        sub: subtract\n        subtract: subtract\n",
+             route:\n      field: operation\n      to:\n        {routes}\n",
             brokers = topics.brokers,
             group = topics.group,
-            add = self.plugin("add").display(),
-            subtract = self.plugin("subtract").display(),
             input = topics.input,
             output = topics.output,
             dead_letter = topics.dead_letter,
@@ -426,7 +482,9 @@ impl Topics {
     fn input_group(&self, contender: Contender) -> String {
         match contender {
             // `<kafka.group>.<stage>`, as the generated config says.
-            Contender::Stagehost => format!("{}.calculator", self.group),
+            Contender::Stagehost | Contender::StagehostPython => {
+                format!("{}.calculator", self.group)
+            }
             Contender::Native | Contender::Python => self.group.clone(),
         }
     }
@@ -535,10 +593,11 @@ impl Requests {
         (if id % 4 == 3 { "sub" } else { "sum" }, first, second)
     }
 
-    fn expected(id: u64) -> i64 {
-        match Self::operands(id) {
-            ("sub", first, second) => first - second,
-            (_, first, second) => first + second,
+    fn expected(id: u64, computes: Computes) -> i64 {
+        match (computes, Self::operands(id)) {
+            (Computes::Product, (_, first, second)) => first * second,
+            (Computes::Calculator, ("sub", first, second)) => first - second,
+            (Computes::Calculator, (_, first, second)) => first + second,
         }
     }
 
@@ -651,6 +710,7 @@ struct Checked {
 /// topic holds anything.
 fn check_outputs(
     topics: &Topics,
+    computes: Computes,
     partitions: i32,
     size: usize,
     count: u64,
@@ -706,14 +766,14 @@ fn check_outputs(
             .with_context(|| format!("an output has no id: {text}"))?;
         let (operation, first, second) = Requests::operands(id);
         ensure!(
-            value["result"].as_i64() == Some(Requests::expected(id))
+            value["result"].as_i64() == Some(Requests::expected(id, computes))
                 && value["operation"] == operation
                 && value["operator_1"].as_str().and_then(|n| n.parse().ok()) == Some(first)
                 && value["operator_2"].as_str().and_then(|n| n.parse().ok()) == Some(second)
                 && value["pad"].as_str().map(str::len) == Some(pad_len)
                 && value.get("sent_us").is_some() == timed,
             "wrong output for request {id} (expected result {}): {text}",
-            Requests::expected(id)
+            Requests::expected(id, computes)
         );
         if id >= WARMUP_ID {
             continue;
@@ -823,7 +883,14 @@ fn throughput(
     let load = load_average();
     running.stop()?;
     check_committed(&topics, &topics.input_group(contender), params.partitions)?;
-    let checked = check_outputs(&topics, params.partitions, params.size, messages, false)?;
+    let checked = check_outputs(
+        &topics,
+        contender.computes(),
+        params.partitions,
+        params.size,
+        messages,
+        false,
+    )?;
     admin.delete(&topics);
 
     let count = messages as f64;
@@ -1003,7 +1070,14 @@ fn latency(
         let (peak_rss_mib, _) = running.usage();
         let load = load_average();
         running.stop()?;
-        check_outputs(&topics, params.partitions, params.size, sent, true)?;
+        check_outputs(
+            &topics,
+            contender.computes(),
+            params.partitions,
+            params.size,
+            sent,
+            true,
+        )?;
         anyhow::Ok((achieved, peak_rss_mib, load))
     })();
     progress.stop.store(true, Ordering::Relaxed);

@@ -226,17 +226,9 @@ impl Outputs {
     }
 }
 
-/// Waits until the host's log shows `starts` starts.
-fn wait_for_starts(host: &HostProcess, starts: usize) {
-    let started = Instant::now();
-    while host.log().matches("stagehost running").count() < starts {
-        assert!(
-            started.elapsed() < PROGRESS_TIMEOUT,
-            "start {starts} not seen; log:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until the running host process has started (logged that it runs).
+fn wait_for_start(host: &HostProcess) {
+    host.wait_for_log_since_start("stagehost running", PROGRESS_TIMEOUT);
 }
 
 /// Waits until the host's log shows it was assigned at least one partition.
@@ -296,7 +288,6 @@ async fn exactly_once_state_is_exact_through_three_sigkills() {
         send_amounts(&setup.input, 0, COUNT);
         let points = kill_points(3);
         println!("SIGKILL at {points:.3?} of {COUNT} outputs");
-        let mut starts = 1;
         for point in points {
             let target =
                 ((point * COUNT as f64) as usize).max(outputs.count() + COUNT as usize / 50);
@@ -307,11 +298,10 @@ async fn exactly_once_state_is_exact_through_three_sigkills() {
             host.stop("KILL");
             println!("killed at {} outputs", outputs.count());
             host.restart();
-            starts += 1;
         }
         outputs.wait_for(COUNT as usize, &host);
         // SIGTERM only once the last start has its signal handlers.
-        wait_for_starts(&host, starts);
+        wait_for_start(&host);
         assert!(
             host.stop("TERM"),
             "SIGTERM ends the host; log:\n{}",
@@ -339,14 +329,12 @@ async fn at_least_once_state_loses_nothing_through_sigkills() {
         let mut host = HostProcess::start(&yaml);
         host.wait_for_log("stagehost running", PROGRESS_TIMEOUT);
         send_amounts(&setup.input, 0, COUNT);
-        let mut starts = 1;
         for point in kill_points(2) {
             outputs.wait_for((point * COUNT as f64) as usize, &host);
             host.stop("KILL");
             host.restart();
-            starts += 1;
         }
-        wait_for_starts(&host, starts);
+        wait_for_start(&host);
         outputs.wait_for(COUNT as usize, &host);
         // Every input is handled at least once: each account's last count
         // reaches its number of inputs.
@@ -430,7 +418,7 @@ async fn state_comes_back_from_the_changelog_and_bad_messages_are_dead_letters()
     // reads nothing of it.
     let before = host.log().len();
     host.restart();
-    wait_for_starts(&host, 2);
+    wait_for_start(&host);
     send_amounts(&input, 1000, 1100);
     tokio::task::block_in_place(|| outputs.wait_for(1100, &host));
     let restart_log = host.log()[before..].to_string();
@@ -448,7 +436,7 @@ async fn state_comes_back_from_the_changelog_and_bad_messages_are_dead_letters()
     // The local state is lost: the next start restores it from the changelog.
     std::fs::remove_dir_all(&state_dir).unwrap();
     host.restart();
-    wait_for_starts(&host, 3);
+    wait_for_start(&host);
     send_amounts(&input, 1100, 2000);
     // Unkeyed, and a key so long that one entry passes 4096 bytes.
     let producer: BaseProducer = ClientConfig::new()

@@ -307,6 +307,28 @@ impl HostProcess {
         child.wait().unwrap().success()
     }
 
+    /// Waits until the running process (not an earlier one) logs a line
+    /// containing `needle`; panics with the log after `timeout`. A process
+    /// killed before it logged anything leaves no line to count, so waiting
+    /// on this one's part of the log is what tells its start.
+    pub fn wait_for_log_since_start(&self, needle: &str, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log
+                .get(self.log_at_start..)
+                .is_some_and(|since| since.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{needle:?} not logged by the running process after {timeout:?}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The config file the host runs.
     pub fn config_path(&self) -> &std::path::Path {
         &self.config
