@@ -273,3 +273,75 @@ async fn a_clean_stop_commits_so_a_restart_repeats_nothing() {
         "the restart processed only the new message"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_headers_travel_to_outputs_as_each_stage_says() {
+    let topics = Topics::new();
+    let (none_output, names_output) = (unique("results-none"), unique("results-names"));
+    // Three stages on one input: the default (all), none, and a list.
+    let extra = |name: &str, output: &str, rule: &str| {
+        format!(
+            "  - name: {name}\n    input: {input}\n    output: {output}\n    dead_letter: {dead_letter}\n    \
+             propagate_headers: {rule}\n    handler: add\n",
+            input = topics.input,
+            dead_letter = topics.dead_letter,
+        )
+    };
+    let yaml = calculator_yaml(&topics, 1)
+        + &extra("no-headers", &none_output, "none")
+        + &extra("some-headers", &names_output, "[correlation-id]");
+    let host = RunningHost::start(config_from(yaml));
+    let producer = producer();
+    let sum = br#"{"operator_1": "5", "operator_2": "2", "operation": "sum"}"#;
+    send(
+        &producer,
+        &topics.input,
+        Some("traced"),
+        sum,
+        &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("correlation-id", "order-17"),
+            // An upstream stage's header: the host's own replaces it.
+            ("stagehost-handler", "upstream"),
+        ],
+    )
+    .await;
+    send(&producer, &topics.input, Some("plain"), sum, &[]).await;
+
+    let all = read(&topics.output, 2, WAIT, SETTLE).await;
+    let none = read(&none_output, 2, WAIT, SETTLE).await;
+    let names = read(&names_output, 2, WAIT, SETTLE).await;
+    host.stop().await.expect("host stops cleanly");
+
+    let traced = |records: &[Received]| {
+        let by_key: BTreeMap<_, _> = records.iter().map(|r| (r.key.clone(), r.clone())).collect();
+        assert_eq!(by_key.len(), 2, "one output per input: {records:?}");
+        let plain = &by_key[&Some("plain".to_string())];
+        let host_headers = ["stagehost-handler", "stagehost-handler-version"];
+        assert_eq!(
+            plain.headers.keys().map(String::as_str).collect::<Vec<_>>(),
+            host_headers,
+            "an input without headers gives only the host's"
+        );
+        let traced = by_key[&Some("traced".to_string())].clone();
+        assert_eq!(traced.json()["result"], json!(7));
+        assert_eq!(traced.header("stagehost-handler"), "add");
+        traced
+    };
+    let from_all = traced(&all);
+    assert_eq!(
+        from_all.header("traceparent"),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert_eq!(from_all.header("correlation-id"), "order-17");
+    assert_eq!(from_all.headers.len(), 4, "{:?}", from_all.headers);
+    let from_none = traced(&none);
+    assert_eq!(from_none.headers.len(), 2, "{:?}", from_none.headers);
+    let from_names = traced(&names);
+    assert_eq!(from_names.header("correlation-id"), "order-17");
+    assert!(!from_names.headers.contains_key("traceparent"));
+    assert_eq!(from_names.headers.len(), 3, "{:?}", from_names.headers);
+}

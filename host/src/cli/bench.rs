@@ -133,6 +133,7 @@ static BENCH_RULES: std::sync::LazyLock<OutputRules> = std::sync::LazyLock::new(
     branches: Default::default(),
     writable: ["bench-out".to_string()].into_iter().collect(),
     max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+    propagate_headers: Default::default(),
 });
 
 fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
@@ -140,6 +141,7 @@ fn records(outputs: Vec<Output>, component: &HandlerComponent) -> Vec<Record> {
         outputs,
         &BENCH_RULES,
         &component.limits(),
+        None,
         None,
         component.name(),
         component.version(),

@@ -201,6 +201,13 @@ impl LoadedConfig {
                 "  at most {} message(s) per handler call",
                 stage.max_batch
             );
+            if stage.propagate_headers != crate::config::HeaderPropagation::All {
+                let _ = writeln!(
+                    out,
+                    "  input headers passed on to outputs: {}",
+                    stage.propagate_headers
+                );
+            }
             let retry = stage.retry;
             let _ = writeln!(
                 out,

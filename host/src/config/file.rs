@@ -470,6 +470,11 @@ pub(crate) struct StageConfig {
     /// fetched, never waited for. `1` calls `handle` for each message.
     #[serde(default)]
     pub(crate) max_batch: Option<usize>,
+    /// Which of an input's headers its outputs carry: `all` (the default),
+    /// `none`, or a list of header names. The handler's own headers and the
+    /// host's `stagehost-*` ones go on top.
+    #[serde(default)]
+    pub(crate) propagate_headers: Option<PropagateHeadersConfig>,
     /// Consumer group for this stage (default `<kafka.group>.<name>`).
     #[serde(default)]
     pub(crate) group: Option<String>,
@@ -482,6 +487,19 @@ pub(crate) struct StageConfig {
     /// Retries for a handler's `transient` errors.
     #[serde(default)]
     pub(crate) retry: RetryConfig,
+}
+
+/// A stage's `propagate_headers` as written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "`all`, `none`, or a list of header names like `[traceparent, correlation-id]`"
+)]
+pub(crate) enum PropagateHeadersConfig {
+    /// `all` or `none`.
+    Word(String),
+    /// The names of the headers to pass on.
+    Names(Vec<String>),
 }
 
 /// A stage's `state` section.

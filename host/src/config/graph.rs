@@ -393,6 +393,7 @@ mod tests {
                 allowed_topics: Default::default(),
                 parallelism: None,
                 max_batch: crate::config::DEFAULT_MAX_BATCH,
+                propagate_headers: Default::default(),
                 group: stage.name.clone(),
                 routing: match &stage.route {
                     Some(route) => Routing::ByField {

@@ -31,8 +31,8 @@ pub use load::LoadedConfig;
 pub use locate::{FieldPath, Segment};
 pub use pipeline::{
     AdminSettings, Brokers, ClientProperties, DEFAULT_MAX_BATCH, Delivery, Expect, ExpectedError,
-    HandlerPlan, KafkaSettings, MAX_MAX_BATCH, Pipeline, RetryPolicy, Routing, SelfTestCase,
-    StagePlan, StatePlan, TopicCreation, Transactions,
+    HandlerPlan, HeaderPropagation, KafkaSettings, MAX_MAX_BATCH, Pipeline, RetryPolicy, Routing,
+    SelfTestCase, StagePlan, StatePlan, TopicCreation, Transactions,
 };
 pub use secrets::{References, looks_secret};
 pub use validate::{check_topic, is_internal_topic};

@@ -7,6 +7,7 @@
 use super::Limits;
 use super::file::Scalar;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
@@ -229,6 +230,42 @@ pub const DEFAULT_MAX_BATCH: NonZeroUsize = NonZeroUsize::new(64).unwrap();
 /// The largest `max_batch` a stage may ask for.
 pub const MAX_MAX_BATCH: usize = 1024;
 
+/// Which of an input's headers a stage's outputs carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HeaderPropagation {
+    /// Every header of the input.
+    #[default]
+    All,
+    /// None: an output has only the handler's and the host's headers.
+    None,
+    /// The input's headers with these names.
+    Only(BTreeSet<String>),
+}
+
+impl HeaderPropagation {
+    /// Whether an input header named `key` goes on to the outputs.
+    pub fn passes(&self, key: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Only(names) => names.contains(key),
+        }
+    }
+}
+
+impl fmt::Display for HeaderPropagation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("all"),
+            Self::None => f.write_str("none"),
+            Self::Only(names) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                write!(f, "[{}]", names.join(", "))
+            }
+        }
+    }
+}
+
 /// One stage, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagePlan {
@@ -248,6 +285,8 @@ pub struct StagePlan {
     pub parallelism: Option<NonZeroUsize>,
     /// Most messages of one partition per handler call (`handle-batch`).
     pub max_batch: NonZeroUsize,
+    /// Which input headers its outputs carry.
+    pub propagate_headers: HeaderPropagation,
     /// The consumer group it joins.
     pub group: String,
     /// How a message finds its handler.

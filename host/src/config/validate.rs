@@ -9,8 +9,8 @@ use super::graph::Graph;
 use super::locate::FieldPath;
 use super::pipeline::{
     AdminSettings, Brokers, ClientProperties, Delivery, Expect, ExpectedError, HandlerPlan,
-    KafkaSettings, Pipeline, RetryPolicy, Routing, SelfTestCase, StagePlan, StatePlan,
-    TopicCreation, Transactions,
+    HeaderPropagation, KafkaSettings, Pipeline, RetryPolicy, Routing, SelfTestCase, StagePlan,
+    StatePlan, TopicCreation, Transactions,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -373,6 +373,7 @@ fn resolve_stage(
         Some(n) => NonZeroUsize::new(n)
             .ok_or_else(|| at.error(&field.key("max_batch"), "must be at least 1"))?,
     };
+    let propagate_headers = header_propagation(stage, field, at)?;
     let retry_at = field.key("retry");
     let retry = &stage.retry;
     let max_attempts = NonZeroU32::new(retry.max_attempts)
@@ -427,6 +428,7 @@ fn resolve_stage(
         allowed_topics: stage.allowed_topics.iter().cloned().collect(),
         parallelism,
         max_batch,
+        propagate_headers,
         group,
         routing,
         retry: RetryPolicy {
@@ -577,5 +579,37 @@ mod tests {
         assert!(check_topic("has space").is_err());
         assert!(check_topic("..").is_err());
         assert!(check_topic(&"x".repeat(250)).is_err());
+    }
+}
+
+/// A stage's `propagate_headers`: `all` when it does not say.
+fn header_propagation(
+    stage: &file::StageConfig,
+    field: &FieldPath,
+    at: &Located<'_>,
+) -> Result<HeaderPropagation, ConfigError> {
+    let field = field.key("propagate_headers");
+    match &stage.propagate_headers {
+        None => Ok(HeaderPropagation::All),
+        Some(file::PropagateHeadersConfig::Word(word)) => match word.as_str() {
+            "all" => Ok(HeaderPropagation::All),
+            "none" => Ok(HeaderPropagation::None),
+            other => Err(at.error(
+                &field,
+                format!(
+                    "`{other}` is not `all`, `none` or a list of header names like `[traceparent, correlation-id]`"
+                ),
+            )),
+        },
+        Some(file::PropagateHeadersConfig::Names(names)) => {
+            let mut kept = BTreeSet::new();
+            for (index, name) in names.iter().enumerate() {
+                if name.is_empty() {
+                    return Err(at.error(&field.index(index), "a header name may not be empty"));
+                }
+                kept.insert(name.clone());
+            }
+            Ok(HeaderPropagation::Only(kept))
+        }
     }
 }

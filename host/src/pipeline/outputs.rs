@@ -4,10 +4,10 @@
 //! is made.
 
 use super::dead_letter;
-use crate::config::{Limits, StagePlan, is_internal_topic};
+use crate::config::{HeaderPropagation, Limits, StagePlan, is_internal_topic};
 use crate::handlers::ErrorKind;
 use crate::handlers::bindings::{Header as WitHeader, Output};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A record to produce.
@@ -34,6 +34,8 @@ pub(crate) struct OutputRules {
     /// The producer's `message.max.bytes`: a larger record is refused here
     /// rather than sent to fail.
     pub(crate) max_record_bytes: u64,
+    /// Which input headers the outputs carry.
+    pub(crate) propagate_headers: HeaderPropagation,
 }
 
 impl OutputRules {
@@ -48,6 +50,7 @@ impl OutputRules {
             branches: stage.branches.clone(),
             writable,
             max_record_bytes,
+            propagate_headers: stage.propagate_headers.clone(),
         }
     }
 
@@ -116,29 +119,72 @@ impl OutputError {
 /// are replaced.
 const HOST_OUTPUT_HEADERS: [&str; 2] = [dead_letter::HANDLER, dead_letter::HANDLER_VERSION];
 
-/// What librdkafka counts of a record against `message.max.bytes`, at most:
-/// its key, value and headers with their length prefixes, plus the record
-/// overhead.
-fn record_size(key: Option<&[u8]>, value: &[u8], headers: &[WitHeader]) -> u64 {
-    const RECORD_OVERHEAD: u64 = 64;
+/// What librdkafka counts of one header against `message.max.bytes`, at
+/// most: its key and value with their length prefixes.
+fn header_size(key: &str, value: &[u8]) -> u64 {
     const HEADER_OVERHEAD: u64 = 10;
+    HEADER_OVERHEAD + key.len() as u64 + value.len() as u64
+}
+
+/// What librdkafka counts of a record against `message.max.bytes`, at most:
+/// its key, value, headers and the input headers it inherits, plus the
+/// record overhead.
+fn record_size(
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[WitHeader],
+    inherited: &[Header<'_, &[u8]>],
+) -> u64 {
+    const RECORD_OVERHEAD: u64 = 64;
     let headers: u64 = headers
         .iter()
-        .map(|h| HEADER_OVERHEAD + h.key.len() as u64 + h.value.len() as u64)
+        .map(|h| header_size(&h.key, &h.value))
+        .chain(
+            inherited
+                .iter()
+                .map(|h| header_size(h.key, h.value.unwrap_or_default())),
+        )
         .sum();
     RECORD_OVERHEAD + key.map_or(0, <[u8]>::len) as u64 + value.len() as u64 + headers
 }
 
+/// The input headers an output carries: those the stage passes on, in
+/// order, less the ones the host sets and those the output sets itself.
+fn inherited_headers<'a>(
+    input_headers: Option<&'a OwnedHeaders>,
+    rules: &OutputRules,
+    output: &Output,
+) -> Vec<Header<'a, &'a [u8]>> {
+    let Some(input_headers) = input_headers else {
+        return Vec::new();
+    };
+    if rules.propagate_headers == HeaderPropagation::None {
+        return Vec::new();
+    }
+    input_headers
+        .iter()
+        .filter(|header| {
+            rules.propagate_headers.passes(header.key)
+                && !HOST_OUTPUT_HEADERS.contains(&header.key)
+                && !output.headers.iter().any(|own| own.key == header.key)
+        })
+        .collect()
+}
+
 /// The records a handler's outputs become: to the stage's output, or to the
 /// output's topic (a branch name is replaced by its topic), keyed by the
-/// output's key or the input's, with the handler and version headers
-/// added. The handler's limits and the stage's rules are checked for all
-/// outputs before any record is made: one refused output refuses them all.
+/// output's key or the input's, carrying the input's headers as the stage's
+/// `propagate_headers` says, then the output's own, then the handler and
+/// version headers (a header the output sets replaces the input's of that
+/// name; the host's replace both). The handler's limits and the stage's
+/// rules are checked for all outputs before any record is made: one refused
+/// output refuses them all.
 pub(crate) fn output_records(
     outputs: Vec<Output>,
     rules: &OutputRules,
     limits: &Limits,
     input_key: Option<&[u8]>,
+    input_headers: Option<&OwnedHeaders>,
     handler: &str,
     version: &str,
 ) -> Result<Vec<Record>, OutputError> {
@@ -151,10 +197,12 @@ pub(crate) fn output_records(
     }
     let mut total: u64 = 0;
     let mut topics = Vec::with_capacity(outputs.len());
+    let mut inherited = Vec::with_capacity(outputs.len());
     for (index, output) in outputs.iter().enumerate() {
         topics.push(rules.topic(output.topic.clone())?);
         let key = output.key.as_deref().or(input_key);
-        let size = record_size(key, &output.value, &output.headers);
+        inherited.push(inherited_headers(input_headers, rules, output));
+        let size = record_size(key, &output.value, &output.headers, &inherited[index]);
         if size > rules.max_record_bytes {
             return Err(OutputError::Invalid(format!(
                 "output {} is about {size} bytes, more than the producer's message.max.bytes ({})",
@@ -173,8 +221,13 @@ pub(crate) fn output_records(
     Ok(outputs
         .into_iter()
         .zip(topics)
-        .map(|(output, topic)| {
-            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
+        .zip(inherited)
+        .map(|((output, topic), inherited)| {
+            let mut headers =
+                OwnedHeaders::new_with_capacity(inherited.len() + output.headers.len() + 2);
+            for header in inherited {
+                headers = headers.insert(header);
+            }
             for header in &output.headers {
                 if HOST_OUTPUT_HEADERS.contains(&header.key.as_str()) {
                     continue;
@@ -202,4 +255,137 @@ pub(crate) fn output_records(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(propagate_headers: HeaderPropagation) -> OutputRules {
+        OutputRules {
+            default_topic: "out".to_string(),
+            branches: BTreeMap::new(),
+            writable: ["out".to_string()].into_iter().collect(),
+            max_record_bytes: 1 << 20,
+            propagate_headers,
+        }
+    }
+
+    fn output(headers: &[(&str, &str)]) -> Output {
+        Output {
+            value: b"{}".to_vec(),
+            key: None,
+            headers: headers
+                .iter()
+                .map(|(key, value)| WitHeader {
+                    key: key.to_string(),
+                    value: value.as_bytes().to_vec(),
+                })
+                .collect(),
+            topic: None,
+        }
+    }
+
+    /// The record's headers, in order.
+    fn headers_of(propagate: HeaderPropagation, own: &[(&str, &str)]) -> Vec<(String, String)> {
+        let input = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-abc-01"),
+            })
+            .insert(Header {
+                key: "correlation-id",
+                value: Some("input"),
+            })
+            .insert(Header {
+                key: dead_letter::HANDLER,
+                value: Some("upstream"),
+            });
+        let records = output_records(
+            vec![output(own)],
+            &rules(propagate),
+            &Limits::default(),
+            None,
+            Some(&input),
+            "add",
+            "v1",
+        )
+        .unwrap();
+        records[0]
+            .headers
+            .iter()
+            .map(|header| {
+                let value = String::from_utf8(header.value.unwrap().to_vec()).unwrap();
+                (header.key.to_string(), value)
+            })
+            .collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn outputs_carry_the_input_headers_under_their_own_and_the_hosts() {
+        assert_eq!(
+            headers_of(HeaderPropagation::All, &[("correlation-id", "handler")]),
+            pairs(&[
+                ("traceparent", "00-abc-01"),
+                ("correlation-id", "handler"),
+                (dead_letter::HANDLER, "add"),
+                (dead_letter::HANDLER_VERSION, "v1"),
+            ])
+        );
+        assert_eq!(
+            headers_of(HeaderPropagation::None, &[]),
+            pairs(&[
+                (dead_letter::HANDLER, "add"),
+                (dead_letter::HANDLER_VERSION, "v1")
+            ])
+        );
+        let only = HeaderPropagation::Only(["correlation-id".to_string()].into_iter().collect());
+        assert_eq!(
+            headers_of(only, &[]),
+            pairs(&[
+                ("correlation-id", "input"),
+                (dead_letter::HANDLER, "add"),
+                (dead_letter::HANDLER_VERSION, "v1"),
+            ])
+        );
+    }
+
+    #[test]
+    fn inherited_headers_count_against_the_record_size() {
+        let big = "x".repeat(2000);
+        let input = OwnedHeaders::new().insert(Header {
+            key: "blob",
+            value: Some(big.as_str()),
+        });
+        let mut rules = rules(HeaderPropagation::All);
+        rules.max_record_bytes = 1000;
+        let refused = output_records(
+            vec![output(&[])],
+            &rules,
+            &Limits::default(),
+            None,
+            Some(&input),
+            "add",
+            "v1",
+        );
+        assert!(matches!(refused, Err(OutputError::Invalid(_))));
+        rules.propagate_headers = HeaderPropagation::None;
+        let passed = output_records(
+            vec![output(&[])],
+            &rules,
+            &Limits::default(),
+            None,
+            Some(&input),
+            "add",
+            "v1",
+        );
+        assert!(passed.is_ok());
+    }
 }

@@ -355,6 +355,7 @@ impl Stage {
                 &self.outputs,
                 &component.limits(),
                 message.key(),
+                message.headers(),
                 name,
                 component.version(),
             ) {
