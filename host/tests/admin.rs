@@ -146,6 +146,7 @@ async fn start(token: Option<&str>) -> Server {
         control.clone(),
         metrics.clone(),
         Default::default(),
+        Default::default(),
         async move {
             let _ = stopped.await;
         },
@@ -640,4 +641,17 @@ fn rfc3339_formats_utc_seconds() {
     let now = admin::rfc3339(SystemTime::now());
     assert_eq!(now.len(), "2024-05-01T12:00:00Z".len());
     assert!(now.ends_with('Z'));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pausing_a_stage_that_does_not_run_here_is_a_404_with_the_reason() {
+    let server = start(None).await;
+    for action in ["pause", "resume"] {
+        let reply = server.post(&format!("/stages/calculator/{action}")).await;
+        assert_eq!(reply.status, 404, "{reply:?}");
+        assert_eq!(reply.error(), "no stage `calculator` runs in this host");
+    }
+    let reply = server.get("/healthz").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
+    server.shut_down().await;
 }

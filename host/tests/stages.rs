@@ -186,3 +186,88 @@ async fn parallelism_one_handles_one_partition_at_a_time() {
         "with parallelism 1, the looping message holds the only permit until its time limit"
     );
 }
+
+/// The summed lag `GET /topics` reports for the stage `calculator`: the
+/// records of its input it has not committed.
+async fn committed_lag(admin: std::net::SocketAddr) -> i64 {
+    let (status, body) = common::http(admin, "GET", "/topics", None, b"").await;
+    assert_eq!(status, 200, "{body}");
+    let partitions: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    partitions
+        .iter()
+        .filter(|p| p["stage"] == "calculator")
+        .map(|p| p["lag"].as_i64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_stage_takes_nothing_until_resumed_and_loses_nothing() {
+    let topics = common::Topics::new();
+    let (admin_sender, admin_address) = tokio::sync::oneshot::channel();
+    let host = RunningHost::start_with(
+        config_from(common::calculator_yaml(&topics, 2)),
+        move |ready| {
+            let _ = admin_sender.send(ready.admin.expect("the admin port listens"));
+        },
+    );
+    let admin = admin_address.await.unwrap();
+    let producer = producer();
+    let send_numbered = |range: std::ops::Range<u32>| {
+        let (producer, input) = (producer.clone(), topics.input.clone());
+        async move {
+            for n in range {
+                let value = format!(r#"{{"operation": "sum", "x": {n}, "y": 1}}"#);
+                common::send(
+                    &producer,
+                    &input,
+                    Some(&format!("k{n}")),
+                    value.as_bytes(),
+                    &[],
+                )
+                .await;
+            }
+        }
+    };
+    send_numbered(0..5).await;
+    read(&topics.output, 5, WAIT, Duration::ZERO).await;
+
+    let (status, body) = common::http(admin, "POST", "/stages/calculator/pause", None, b"").await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["paused"], true);
+    assert_eq!(answer["changed"], true);
+    let (status, body) = common::http(admin, "POST", "/stages/calculator/pause", None, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""changed":false"#), "{body}");
+    let (status, body) = common::http(admin, "GET", "/healthz", None, b"").await;
+    assert_eq!((status, body.as_str()), (200, "ok; paused: calculator"));
+    let (status, body) = common::http(admin, "POST", "/stages/no-such/pause", None, b"").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no stage `no-such`"), "{body}");
+
+    // While paused: the new requests wait in the topic, and the lag says so.
+    send_numbered(5..10).await;
+    let started = std::time::Instant::now();
+    while committed_lag(admin).await != 5 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the lag never showed 5 waiting requests"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let while_paused = read(&topics.output, 5, WAIT, Duration::from_secs(2)).await;
+    assert_eq!(while_paused.len(), 5, "nothing taken while paused");
+
+    let (status, body) = common::http(admin, "POST", "/stages/calculator/resume", None, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""paused":false"#), "{body}");
+    let results = read(&topics.output, 10, WAIT, Duration::from_secs(1)).await;
+    let (_, body) = common::http(admin, "GET", "/healthz", None, b"").await;
+    assert_eq!(body, "ok");
+    host.stop().await.expect("host stops cleanly");
+
+    let mut keys: Vec<String> = results.iter().filter_map(|r| r.key.clone()).collect();
+    keys.sort_by_key(|key| key[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..10).map(|n| format!("k{n}")).collect();
+    assert_eq!(keys, expected, "each request once, none lost");
+}

@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /healthz` | 200 `ok`, or 503 when a stage is not running |
+//! | `GET /healthz` | 200 `ok` (`ok; paused: NAME, ...` while stages are paused), or 503 when a stage is not running |
 //! | `GET /metrics` | 200, Prometheus text format |
 //! | `GET /handlers` | 200, JSON array of [`HandlerInfo`] |
 //! | `GET /handlers/{name}` | 200 [`HandlerInfo`], 404 unknown |
@@ -14,6 +14,8 @@
 //! | `GET /handlers/{name}/logs[?after=SEQ]` | 200, the handler's recent guest lines after SEQ |
 //! | `GET /topics` | 200, each stage's input partitions: watermarks, committed offset, lag; 503 |
 //! | `GET /state/{stage}/{key}` | 200 `{stage, key, partition, value, expires_at}` from this host's store, 404 not here or no such key |
+//! | `POST /stages/{name}/pause` | 200 `{stage, paused: true, changed}`: the stage stops fetching (what it holds is finished, nothing is lost, lag is still reported), 404 no such stage runs here |
+//! | `POST /stages/{name}/resume` | 200 `{stage, paused: false, changed}`, 404 |
 //!
 //! Errors are JSON objects `{"error": "..."}`. With a token configured every
 //! request must carry `Authorization: Bearer <token>`, else 401.
@@ -25,7 +27,7 @@
 pub use super::handlers::rfc3339;
 use super::handlers::{HandlerControl, HandlerInfo, SwapError, TopicInfo};
 use super::metrics::Metrics;
-use super::stages::StateViews;
+use super::stages::{StagePauses, StateViews};
 use crate::handlers::sandbox::RecentLine;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
@@ -60,12 +62,19 @@ pub async fn serve(
     control: Arc<dyn HandlerControl>,
     metrics: Arc<Metrics>,
     states: Arc<StateViews>,
+    pauses: Arc<StagePauses>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let token = token.filter(|token| !token.is_empty());
     tracing::info!(%address, token = token.is_some(), "admin server listening");
-    axum::serve(listener, router(token, control, metrics, states))
+    let state = AppState {
+        control,
+        metrics,
+        states,
+        pauses,
+    };
+    axum::serve(listener, router(token, state))
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!(%address, "admin server stopped");
@@ -77,14 +86,10 @@ struct AppState {
     control: Arc<dyn HandlerControl>,
     metrics: Arc<Metrics>,
     states: Arc<StateViews>,
+    pauses: Arc<StagePauses>,
 }
 
-fn router(
-    token: Option<String>,
-    control: Arc<dyn HandlerControl>,
-    metrics: Arc<Metrics>,
-    states: Arc<StateViews>,
-) -> Router {
+fn router(token: Option<String>, state: AppState) -> Router {
     let token: Option<Arc<[u8]>> = token.map(|token| Arc::from(token.into_bytes()));
     Router::new()
         .route("/healthz", get(healthz))
@@ -99,15 +104,13 @@ fn router(
         .route("/handlers/{name}/logs", get(handler_logs))
         .route("/topics", get(list_topics))
         .route("/state/{stage}/{key}", get(state_entry))
+        .route("/stages/{name}/pause", post(pause_stage))
+        .route("/stages/{name}/resume", post(resume_stage))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .layer(middleware::from_fn_with_state(token, require_token))
-        .with_state(AppState {
-            control,
-            metrics,
-            states,
-        })
+        .with_state(state)
 }
 
 /// An error answer: `{"error": message}` with a status.
@@ -192,13 +195,41 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     if state.control.healthy() {
-        "ok".into_response()
+        let paused = state.pauses.paused();
+        if paused.is_empty() {
+            "ok".into_response()
+        } else {
+            format!("ok; paused: {}", paused.join(", ")).into_response()
+        }
     } else {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "not all stages are running".into(),
         )
         .into_response()
+    }
+}
+
+async fn pause_stage(state: State<AppState>, name: Path<String>) -> Response {
+    set_paused(state, name, true)
+}
+
+async fn resume_stage(state: State<AppState>, name: Path<String>) -> Response {
+    set_paused(state, name, false)
+}
+
+fn set_paused(State(state): State<AppState>, Path(name): Path<String>, paused: bool) -> Response {
+    match state.pauses.set(&name, paused) {
+        Some(changed) => {
+            tracing::info!(stage = %name, paused, changed, "stage pause set through the admin API");
+            Json(serde_json::json!({ "stage": name, "paused": paused, "changed": changed }))
+                .into_response()
+        }
+        None => ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stage `{name}` runs in this host"),
+        )
+        .into_response(),
     }
 }
 

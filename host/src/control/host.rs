@@ -105,6 +105,7 @@ impl Host {
                 reloader.clone(),
                 metrics.clone(),
                 stages.states.clone(),
+                stages.pauses.clone(),
                 async move { stopped.cancelled().await },
             )));
         }

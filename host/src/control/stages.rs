@@ -4,7 +4,7 @@
 use super::metrics::Metrics;
 use crate::config::{Delivery, LoadedConfig, StagePlan};
 use crate::handlers::SharedRegistry;
-use crate::kafka::{self, Clients, HostProducer};
+use crate::kafka::{self, Clients, HostProducer, PauseSwitch};
 use crate::pipeline::state::StageState;
 use crate::pipeline::{Stage, StageParts};
 use std::collections::BTreeMap;
@@ -28,6 +28,50 @@ pub(super) struct Stages {
     next_id: u64,
     /// The stateful stages' state, for the admin API.
     pub(super) states: Arc<StateViews>,
+    /// Which stages are paused, for the admin API.
+    pub(super) pauses: Arc<StagePauses>,
+}
+
+/// The pause switch of each stage that runs, by stage name. A stage keeps
+/// its switch, and so stays paused, when a config change restarts it.
+#[derive(Default)]
+pub struct StagePauses(std::sync::Mutex<BTreeMap<String, Arc<PauseSwitch>>>);
+
+impl StagePauses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<PauseSwitch>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The switch of `stage`, made (not paused) if it has none yet.
+    fn switch(&self, stage: &str) -> Arc<PauseSwitch> {
+        self.lock()
+            .entry(stage.to_string())
+            .or_insert_with(|| Arc::new(PauseSwitch::new(false)))
+            .clone()
+    }
+
+    /// Forgets a stage that no longer runs.
+    fn remove(&self, stage: &str) {
+        self.lock().remove(stage);
+    }
+
+    /// Pauses or resumes `stage`; `None` when no such stage runs here,
+    /// otherwise whether this changed anything.
+    pub fn set(&self, stage: &str, paused: bool) -> Option<bool> {
+        let switch = self.lock().get(stage).cloned()?;
+        Some(switch.send_if_modified(|now| std::mem::replace(now, paused) != paused))
+    }
+
+    /// The stages that are paused, by name.
+    pub fn paused(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, switch)| *switch.borrow())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
 }
 
 /// The state of each stateful stage that runs, by stage name (read by the
@@ -75,6 +119,7 @@ impl Stages {
             tasks: JoinSet::new(),
             next_id: 0,
             states: Arc::default(),
+            pauses: Arc::default(),
         }
     }
 
@@ -113,6 +158,9 @@ impl Stages {
                 tracing::info!(stage = %name, "stopping stage (removed or changed)");
                 running.stop.cancel();
             }
+            if !wanted.contains_key(name.as_str()) {
+                self.pauses.remove(&name);
+            }
         }
         let new: Vec<&StagePlan> = wanted
             .values()
@@ -141,6 +189,7 @@ impl Stages {
             let consumer = self.clients.stage_consumer(
                 plan,
                 Box::new(move |statistics: &[u8]| lag.record_statistics(&input, statistics)),
+                self.pauses.switch(&plan.name),
             )?;
             let (producer, transactions) = match &settings.delivery {
                 Delivery::AtLeastOnce => (self.producer.clone(), None),

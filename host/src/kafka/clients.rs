@@ -4,7 +4,9 @@
 //! in exactly-once mode, and an admin client. The user's properties come
 //! last and override the host's defaults.
 
-use super::context::{BrokerTrouble, HostContext, HostProducer, StageContext, StatisticsSink};
+use super::context::{
+    BrokerTrouble, HostContext, HostProducer, PauseSwitch, StageContext, StatisticsSink,
+};
 use super::embedded::{Bootstrap, EmbeddedBroker};
 use crate::config::{ClientProperties, Delivery, KafkaSettings, StagePlan};
 use anyhow::Context as _;
@@ -102,6 +104,7 @@ impl Clients {
         &self,
         stage: &StagePlan,
         statistics: StatisticsSink,
+        pause: Arc<PauseSwitch>,
     ) -> anyhow::Result<StageConsumer> {
         let exactly_once = matches!(self.settings.delivery, Delivery::ExactlyOnce(_));
         let mut config = consumer_config(
@@ -117,8 +120,13 @@ impl Clients {
                 super::context::STATISTICS_INTERVAL_MS,
             );
         }
-        let context =
-            StageContext::new(&stage.name, &stage.input, statistics, self.trouble.clone());
+        let context = StageContext::new(
+            &stage.name,
+            &stage.input,
+            statistics,
+            self.trouble.clone(),
+            pause,
+        );
         config.create_with_context(context).with_context(|| {
             format!(
                 "creating the Kafka consumer for stage `{}` (check kafka.properties and kafka.consumer)",

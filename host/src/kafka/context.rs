@@ -4,7 +4,7 @@
 //! statistics to the stage and logs each assignment and revocation.
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
@@ -199,7 +199,13 @@ pub struct StageContext {
     statistics: StatisticsSink,
     trouble: Arc<BrokerTrouble>,
     epochs: Arc<PartitionEpochs>,
+    pause: Arc<PauseSwitch>,
 }
+
+/// Whether a stage is paused: set by the admin API, followed by the stage's
+/// loop (which pauses and resumes its consumer's partitions) and by its
+/// consumer's rebalances (a partition assigned while paused starts paused).
+pub type PauseSwitch = tokio::sync::watch::Sender<bool>;
 
 /// Per partition, how many times it was assigned or revoked: a stateful
 /// stage catches a partition's state up again when its epoch moved.
@@ -240,6 +246,7 @@ impl StageContext {
         topic: &str,
         statistics: StatisticsSink,
         trouble: Arc<BrokerTrouble>,
+        pause: Arc<PauseSwitch>,
     ) -> Self {
         Self {
             stage: stage.to_string(),
@@ -247,7 +254,13 @@ impl StageContext {
             statistics,
             trouble,
             epochs: Arc::default(),
+            pause,
         }
+    }
+
+    /// Whether the stage is paused, and its changes.
+    pub fn pause(&self) -> &Arc<PauseSwitch> {
+        &self.pause
     }
 
     /// The assignment epochs of the stage's partitions.
@@ -271,7 +284,7 @@ impl ClientContext for StageContext {
 }
 
 impl ConsumerContext for StageContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = |list: &TopicPartitionList| {
             let mut numbers: Vec<i32> = list.elements().iter().map(|p| p.partition()).collect();
             numbers.sort_unstable();
@@ -282,6 +295,16 @@ impl ConsumerContext for StageContext {
             Rebalance::Assign(list) => {
                 self.epochs.moved(list);
                 tracing::info!(stage, topic = %self.topic, partitions = %partitions(list), "partitions assigned");
+                if *self.pause.borrow() {
+                    match consumer.pause(list) {
+                        Ok(()) => {
+                            tracing::info!(stage, partitions = %partitions(list), "assigned partitions start paused")
+                        }
+                        Err(err) => {
+                            tracing::warn!(stage, cause = %err, "could not pause the assigned partitions")
+                        }
+                    }
+                }
             }
             Rebalance::Revoke(list) => {
                 self.epochs.moved(list);

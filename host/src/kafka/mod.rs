@@ -19,7 +19,8 @@ pub use clients::{
     producer_config,
 };
 pub use context::{
-    BrokerTrouble, HostContext, HostProducer, PartitionEpochs, StageContext, StatisticsSink,
+    BrokerTrouble, HostContext, HostProducer, PartitionEpochs, PauseSwitch, StageContext,
+    StatisticsSink,
 };
 pub use embedded::{Bootstrap, EmbeddedBroker, embedded_listen};
 pub use topics::{CONNECT_WAIT, ensure_changelog, ensure_topics, security_summary, wait_reachable};

@@ -52,10 +52,15 @@ impl Stage {
         );
         let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
         let mut tasks = JoinSet::new();
+        let mut pause = self.pause_changes();
         loop {
             let received = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Ok(()) = pause.changed() => {
+                    self.follow_pause(*pause.borrow_and_update());
+                    continue;
+                }
                 Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
                     // Workers end only when their queue closes, at the drain.
                     let cause = match ended {

@@ -136,10 +136,12 @@ impl Stage {
         let mut refused: HashMap<(i32, i64), String> = HashMap::new();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pause = self.pause_changes();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Ok(()) = pause.changed() => self.follow_pause(*pause.borrow_and_update()),
                 _ = ticker.tick() => {
                     if let Some(transaction) = open.take() {
                         self.finish(transaction, &mut refused).await?;

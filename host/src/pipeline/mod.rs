@@ -126,6 +126,36 @@ impl Stage {
         }
     }
 
+    /// The stage's pause switch, for its loop to follow.
+    fn pause_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+        use rdkafka::consumer::Consumer as _;
+        self.consumer.context().pause().subscribe()
+    }
+
+    /// Pauses or resumes fetching the partitions assigned now (a partition
+    /// assigned later follows the switch in the rebalance). Messages already
+    /// fetched are still handled, and nothing is committed past what was
+    /// handled, so nothing is lost; lag keeps being reported.
+    fn follow_pause(&self, paused: bool) {
+        use rdkafka::consumer::Consumer as _;
+        let stage = self.plan.name.as_str();
+        let done = self.consumer.assignment().and_then(|assignment| {
+            if paused {
+                self.consumer.pause(&assignment)?;
+            } else {
+                self.consumer.resume(&assignment)?;
+            }
+            Ok(assignment.count())
+        });
+        match done {
+            Ok(partitions) if paused => tracing::info!(stage, partitions, "stage paused"),
+            Ok(partitions) => tracing::info!(stage, partitions, "stage resumed"),
+            Err(err) => {
+                tracing::warn!(stage, paused, cause = %err, "could not pause or resume the consumer")
+            }
+        }
+    }
+
     /// A received message, detached and counted. A consumer error is
     /// logged, and after a short pause the caller goes on with `None`.
     async fn taken(
