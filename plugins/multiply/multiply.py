@@ -51,12 +51,7 @@ def handle_value(data: bytes) -> bytes:
     try:
         text = data.decode("utf-8")
         _check_depth(text)
-        value = json.loads(
-            text,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(text)
         if _SURROGATE_ESCAPE.search(text):
             # JSON escapes can spell a lone surrogate, which is not text.
             dumps(value).encode("utf-8")
@@ -112,6 +107,15 @@ def _parse_float(text: str) -> float:
 
 def _reject_constant(name: str):
     raise _JsonProblem(f"expected value, got {name}")
+
+
+# One decoder and one encoder for every message: json.loads and json.dumps
+# with options build a new one (and its C scanner) on each call.
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+    parse_constant=_reject_constant,
+)
 
 
 def multiply(value):
@@ -218,8 +222,11 @@ def dumps(value) -> str:
     """Compact JSON with sorted keys, as serde_json writes a ``Value``."""
     # The json module's encoder is C; it writes floats with repr(), which
     # serde_json agrees with except below 1e-4 ("1e-05" for "0.00001").
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    text = _ENCODER.encode(value)
     return text if "e-" not in text else _dumps(value)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def _dumps(value) -> str:
