@@ -4,6 +4,7 @@
 mod admin_client;
 mod bench;
 mod check;
+mod dlq;
 mod graph;
 mod handlers;
 mod new_plugin;
@@ -13,6 +14,7 @@ mod send;
 mod state;
 mod tail;
 mod test;
+mod topic_read;
 
 pub use bench::BenchOptions;
 pub use new_plugin::{Language, Scaffolded, find_kit, new_plugin};
@@ -234,6 +236,12 @@ pub enum Command {
         #[command(flatten)]
         admin: admin_client::AdminArgs,
     },
+    /// A stage's dead letters, read from its dead-letter topic.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// A stateful stage's state, read from its changelog topic.
     State {
         /// What to do.
@@ -396,6 +404,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::State { command } => {
             tokio::task::spawn_blocking(move || state::state(&command)).await?
         }
+        Command::Dlq { command } => tokio::task::spawn_blocking(move || dlq::dlq(&command)).await?,
         Command::Plugin {
             command: PluginCommand::Inspect { path },
         } => {

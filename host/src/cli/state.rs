@@ -15,26 +15,15 @@
 //! The key and value are the stored text, or `{"base64": …}` when they are
 //! not UTF-8; `expires_at` is in ms since the Unix epoch.
 
-use crate::config::{Brokers, LoadedConfig, StagePlan};
+use super::topic_read::EndReader;
+use crate::config::{LoadedConfig, StagePlan};
 use crate::kafka::headers::bytes_json;
-use crate::kafka::{BrokerTrouble, HostContext, consumer_config};
 use crate::pipeline::state::expires_at;
-use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long the dump waits for a record before it gives up on a partition
-/// that has not reached its end.
-const STALL: Duration = Duration::from_secs(30);
 
 /// How `host state dump` prints entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,18 +94,7 @@ pub type Entries = BTreeMap<(i32, Vec<u8>), Entry>;
 
 /// The stage `name` of the config, which must have state.
 fn stateful_stage<'a>(config: &'a LoadedConfig, name: &str) -> anyhow::Result<&'a StagePlan> {
-    let stages = &config.pipeline.stages;
-    let stage = stages
-        .iter()
-        .find(|stage| stage.name == name)
-        .with_context(|| {
-            let names: Vec<&str> = stages.iter().map(|stage| stage.name.as_str()).collect();
-            format!(
-                "{} has no stage `{name}` (it has: {})",
-                config.path.display(),
-                names.join(", ")
-            )
-        })?;
+    let stage = super::topic_read::stage(config, name)?;
     anyhow::ensure!(
         stage.state.is_some(),
         "stage `{name}` of {} has no `state:`: it keeps no state to dump",
@@ -131,140 +109,21 @@ pub fn dump(path: &Path, name: &str, partitions: &[i32]) -> anyhow::Result<Entri
     let config = LoadedConfig::load(path)?;
     let stage = stateful_stage(&config, name)?;
     let changelog = &stage.state.as_ref().expect("a stateful stage").changelog;
-    let kafka = &config.pipeline.kafka;
-    let bootstrap = match &kafka.brokers {
-        Brokers::Servers(servers) => servers.as_str(),
-        Brokers::Embedded => anyhow::bail!(
-            "{} uses the embedded broker, whose changelog lives only inside `host run`: \
-             ask the running host instead (GET /state/{name}/KEY on its admin port)",
-            config.path.display()
-        ),
-    };
-    let trouble = Arc::new(BrokerTrouble::default());
-    let client_id = format!("stagehost-state-dump-{name}");
-    // A group id only because librdkafka wants one: the consumer is
-    // assigned its partitions and joins no group, commits nothing.
-    let mut settings = consumer_config(bootstrap, &kafka.properties, &client_id, &client_id, true);
-    settings
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        // What the host restores from: no aborted transactions.
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer<HostContext> = settings
-        .create_with_context(HostContext::new(trouble.clone()))
-        .context("creating the Kafka consumer (check kafka.properties and kafka.consumer)")?;
-    super::tail::wait_for_brokers(consumer.client(), &trouble, bootstrap)?;
-    let selected = changelog_partitions(&consumer, bootstrap, changelog, partitions)?;
-    read_changelog(&consumer, changelog, &selected, now_ms())
-}
-
-/// The partitions of `topic` to read: `wanted`, or all of them. Fails when
-/// the topic or a wanted partition does not exist.
-fn changelog_partitions(
-    consumer: &BaseConsumer<HostContext>,
-    brokers: &str,
-    topic: &str,
-    wanted: &[i32],
-) -> anyhow::Result<Vec<i32>> {
-    let started = Instant::now();
-    let all: BTreeSet<i32> = loop {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("reading the metadata of `{topic}` from {brokers}"))?;
-        let found = metadata.topics().iter().find(|t| t.name() == topic);
-        match (
-            found,
-            found.and_then(|t| t.error()).map(RDKafkaErrorCode::from),
-        ) {
-            (None, _) | (_, Some(RDKafkaErrorCode::UnknownTopicOrPartition)) => anyhow::bail!(
-                "the changelog topic `{topic}` does not exist on {brokers} \
-                 (the host creates it when the stage first runs)"
-            ),
-            // A topic just created may have no leaders for a moment.
-            (Some(_), Some(RDKafkaErrorCode::LeaderNotAvailable))
-                if started.elapsed() < crate::kafka::CONNECT_WAIT =>
-            {
-                continue;
-            }
-            (Some(_), Some(code)) => {
-                anyhow::bail!("reading the metadata of `{topic}` from {brokers}: {code}")
-            }
-            (Some(found), None) => break found.partitions().iter().map(|p| p.id()).collect(),
-        }
-    };
-    for partition in wanted {
-        anyhow::ensure!(
-            all.contains(partition),
-            "the changelog topic `{topic}` on {brokers} has no partition {partition} (it has {})",
-            match all.len() {
-                1 => "partition 0".to_string(),
-                n => format!("partitions 0 to {}", n - 1),
-            }
-        );
-    }
-    Ok(match wanted.is_empty() {
-        true => all.into_iter().collect(),
-        false => wanted
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-    })
-}
-
-/// Reads `partitions` of the changelog `topic` from their beginning to
-/// their end (the end of what is committed) and keeps the entries live at
-/// `now_ms`.
-fn read_changelog(
-    consumer: &BaseConsumer<HostContext>,
-    topic: &str,
-    partitions: &[i32],
-    now_ms: u64,
-) -> anyhow::Result<Entries> {
-    let mut assignment = TopicPartitionList::new();
-    let mut reading = BTreeSet::new();
-    for &partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("reading the offsets of `{topic}` partition {partition}"))?;
-        if low < high {
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-            reading.insert(partition);
-        }
-    }
+    let reader = EndReader::connect(
+        &config,
+        &format!("stagehost-state-dump-{name}"),
+        &format!("ask the running host instead (GET /state/{name}/KEY on its admin port)"),
+    )?;
+    let selected = reader.partitions(
+        changelog,
+        partitions,
+        "the host creates the changelog when the stage first runs",
+    )?;
     let mut entries = Entries::new();
-    if reading.is_empty() {
-        return Ok(entries);
-    }
-    consumer.assign(&assignment)?;
-    let mut progressed = Instant::now();
-    while !reading.is_empty() {
-        let Some(polled) = consumer.poll(Duration::from_millis(200)) else {
-            if progressed.elapsed() >= STALL {
-                let waiting: Vec<String> = reading.iter().map(i32::to_string).collect();
-                anyhow::bail!(
-                    "reading `{topic}`: no record for {} s before partition(s) {} reached their end",
-                    STALL.as_secs(),
-                    waiting.join(", ")
-                );
-            }
-            continue;
-        };
-        match polled {
-            Ok(message) => {
-                progressed = Instant::now();
-                apply(&mut entries, &message);
-            }
-            // With read_committed, the end of what is committed.
-            Err(KafkaError::PartitionEOF(partition)) => {
-                reading.remove(&partition);
-            }
-            Err(err) => super::tail::read_error(consumer.context().trouble(), topic, err)?,
-        }
-    }
-    entries.retain(|_, entry| entry.expires_at.is_none_or(|at| at > now_ms));
+    // What the host restores from: committed records only.
+    reader.read_to_end(changelog, &selected, |message| apply(&mut entries, message))?;
+    let now = now_ms();
+    entries.retain(|_, entry| entry.expires_at.is_none_or(|at| at > now));
     Ok(entries)
 }
 
