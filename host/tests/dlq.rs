@@ -3,11 +3,14 @@
 //! requests, and the summary counts them by kind, handler, version and
 //! reason, most frequent first; a record another stage wrote to the same
 //! topic is not counted, and an unknown stage is refused with the stages
-//! the config has.
+//! the config has. `host dlq redrive` after a fix (a route added by SIGHUP)
+//! turns each matching letter into one output that names the letter, and a
+//! second redrive sends nothing.
 
 mod common;
 
-use common::{Topics, producer, read, send, signal, spawn_host, wait_output};
+use common::numbered::HostProcess;
+use common::{Topics, calculator_yaml, producer, read, send, signal, spawn_host, wait_output};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
@@ -128,5 +131,113 @@ async fn dlq_list_counts_a_stages_letters_by_kind_handler_version_and_reason() {
             .contains("has no stage `nope` (it has: calculator)"),
         "{}",
         report(&unknown)
+    );
+}
+
+/// `host dlq redrive CONFIG --stage STAGE ARGS`; its one line of summary.
+fn redrive(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["dlq", "redrive"])
+        .arg(config)
+        .args(["--stage", "calculator"])
+        .args(args)
+        .output()
+        .expect("host runs");
+    assert!(out.status.success(), "{}", report(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_after_a_fix_turns_each_letter_into_one_output_once() {
+    let topics = Topics::new();
+    let yaml = calculator_yaml(&topics, 1);
+    let mut host = HostProcess::start(&yaml);
+    tokio::task::block_in_place(|| host.wait_for_log("stagehost running", WAIT));
+    let producer = producer();
+    for n in 0..3 {
+        let value = format!(r#"{{"operation": "plus", "x": {n}, "y": 10}}"#);
+        send(
+            &producer,
+            &topics.input,
+            Some(&format!("k{n}")),
+            value.as_bytes(),
+            &[("trace-id", "t-1")],
+        )
+        .await;
+    }
+    send(&producer, &topics.input, Some("bad"), b"{bad", &[]).await;
+    let letters = read(&topics.dead_letter, 4, WAIT, Duration::ZERO).await;
+    assert_eq!(letters.len(), 4);
+    let config = host.config_path().to_path_buf();
+
+    let dry = redrive(&config, &["--kind", "unknown-route", "--dry-run"]);
+    assert!(dry.starts_with("would redrive 3 dead letter(s)"), "{dry}");
+
+    // The fix: `plus` gets a route, read again on SIGHUP.
+    let fixed = std::fs::read_to_string(&config).unwrap().replace(
+        "        subtract: subtract\n",
+        "        subtract: subtract\n        plus: add\n",
+    );
+    std::fs::write(&config, fixed).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &host.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::task::block_in_place(|| host.wait_for_log("config re-read", WAIT));
+
+    let first = redrive(&config, &["--kind", "unknown-route"]);
+    assert!(
+        first.starts_with(&format!(
+            "redrove 3 dead letter(s) of stage `calculator` to {} (0 redriven before",
+            topics.input
+        )),
+        "{first}"
+    );
+    let outputs = read(&topics.output, 3, WAIT, Duration::from_secs(1)).await;
+    assert_eq!(outputs.len(), 3, "{outputs:?}");
+    let mut results: Vec<i64> = outputs
+        .iter()
+        .map(|o| o.json()["result"].as_i64().unwrap())
+        .collect();
+    results.sort_unstable();
+    assert_eq!(results, [10, 11, 12]);
+    let letter_ids: Vec<String> = letters
+        .iter()
+        .map(|l| format!("{}/{}/{}", topics.dead_letter, l.partition, l.offset))
+        .collect();
+    for output in &outputs {
+        let of = output.header("stagehost-redrive-of");
+        assert!(
+            letter_ids.iter().any(|id| id == of),
+            "{of} names no letter: {letter_ids:?}"
+        );
+        assert_eq!(output.header("stagehost-redrive-count"), "1");
+        assert_eq!(output.header("trace-id"), "t-1");
+        assert!(!output.headers.contains_key("stagehost-error-kind"));
+    }
+
+    let second = redrive(&config, &["--kind", "unknown-route"]);
+    assert!(
+        second.starts_with("redrove 0 dead letter(s)") && second.contains("(3 redriven before"),
+        "{second}"
+    );
+    let after = read(&topics.output, 3, WAIT, Duration::from_secs(2)).await;
+    assert_eq!(after.len(), 3, "a second redrive adds nothing: {after:?}");
+    let letters_after = read(&topics.dead_letter, 4, WAIT, Duration::from_secs(1)).await;
+    assert_eq!(letters_after.len(), 4, "nothing dead-lettered again");
+    assert!(host.stop("TERM"), "{}", host.log());
+
+    let gone = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["dlq", "redrive"])
+        .arg(&config)
+        .args(["--stage", "gone"])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("has no stage `gone`"),
+        "{}",
+        report(&gone)
     );
 }

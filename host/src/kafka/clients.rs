@@ -80,17 +80,8 @@ impl Clients {
         stage: &str,
         transactional_id: &str,
     ) -> anyhow::Result<HostProducer> {
-        let properties = &self.settings.properties;
-        let mut config = producer_config(&self.bootstrap, properties);
-        config.set("transactional.id", transactional_id);
-        // librdkafka requires a delivery timeout within the transaction timeout.
-        let transaction_timeout = config
-            .get("transaction.timeout.ms")
-            .unwrap_or("60000")
-            .to_string();
-        if properties.producer_property("message.timeout.ms").is_none() {
-            config.set("message.timeout.ms", transaction_timeout);
-        }
+        let config =
+            transactional_config(&self.bootstrap, &self.settings.properties, transactional_id);
         config.create_with_context(self.context()).with_context(|| {
             format!(
                 "creating the transactional producer for stage `{stage}` (check kafka.properties and kafka.producer)"
@@ -199,6 +190,26 @@ pub fn max_record_bytes(properties: &ClientProperties) -> u64 {
         .producer_property("message.max.bytes")
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(DEFAULT_MAX_RECORD_BYTES)
+}
+
+/// A transactional producer's config: [`producer_config`] with the
+/// `transactional.id` and a delivery timeout within the transaction's.
+pub fn transactional_config(
+    bootstrap: &str,
+    properties: &ClientProperties,
+    transactional_id: &str,
+) -> ClientConfig {
+    let mut config = producer_config(bootstrap, properties);
+    config.set("transactional.id", transactional_id);
+    // librdkafka requires a delivery timeout within the transaction timeout.
+    let transaction_timeout = config
+        .get("transaction.timeout.ms")
+        .unwrap_or("60000")
+        .to_string();
+    if properties.producer_property("message.timeout.ms").is_none() {
+        config.set("message.timeout.ms", transaction_timeout);
+    }
+    config
 }
 
 /// The producer config: at-least-once defaults, then the user's properties.

@@ -16,7 +16,7 @@ pub mod topics;
 
 pub use clients::{
     Clients, DEFAULT_MAX_RECORD_BYTES, StageConsumer, consumer_config, max_record_bytes,
-    producer_config,
+    producer_config, transactional_config,
 };
 pub use context::{
     BrokerTrouble, HostContext, HostProducer, PartitionEpochs, PauseSwitch, StageContext,

@@ -38,6 +38,22 @@ pub struct DeadLetter {
 
 /// The longest reason a dead letter carries, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
+/// On a message `host dlq redrive` sent back, and on every output made of
+/// it: `TOPIC/PARTITION/OFFSET` of the dead letter it came from.
+pub const REDRIVE_OF: &str = "stagehost-redrive-of";
+/// On a redriven message: how many times its letter was redriven.
+pub const REDRIVE_COUNT: &str = "stagehost-redrive-count";
+/// The headers the host puts on a dead letter; a redrive takes them off.
+pub const DEAD_LETTER_HEADERS: [&str; 8] = [
+    ERROR_KIND,
+    ERROR_REASON,
+    SOURCE_TOPIC,
+    SOURCE_PARTITION,
+    SOURCE_OFFSET,
+    STAGE,
+    HANDLER,
+    HANDLER_VERSION,
+];
 
 impl DeadLetter {
     /// The reason as one line for people: whitespace runs (newlines

@@ -148,8 +148,10 @@ fn record_size(
     RECORD_OVERHEAD + key.map_or(0, <[u8]>::len) as u64 + value.len() as u64 + headers
 }
 
-/// The input headers an output carries: those the stage passes on, in
-/// order, less the ones the host sets and those the output sets itself.
+/// The input headers an output carries: those the stage passes on (and
+/// always `stagehost-redrive-of`, so a result can be traced to the dead
+/// letter it came from), in order, less the ones the host sets and those
+/// the output sets itself.
 fn inherited_headers<'a>(
     input_headers: Option<&'a OwnedHeaders>,
     rules: &OutputRules,
@@ -158,13 +160,10 @@ fn inherited_headers<'a>(
     let Some(input_headers) = input_headers else {
         return Vec::new();
     };
-    if rules.propagate_headers == HeaderPropagation::None {
-        return Vec::new();
-    }
     input_headers
         .iter()
         .filter(|header| {
-            rules.propagate_headers.passes(header.key)
+            (rules.propagate_headers.passes(header.key) || header.key == dead_letter::REDRIVE_OF)
                 && !HOST_OUTPUT_HEADERS.contains(&header.key)
                 && !output.headers.iter().any(|own| own.key == header.key)
         })
