@@ -567,21 +567,6 @@ fn check_writable(topic: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checks_topic_names() {
-        assert!(check_topic("calc-requests").is_ok());
-        assert!(check_topic("a.b_c-1").is_ok());
-        assert!(check_topic("").is_err());
-        assert!(check_topic("has space").is_err());
-        assert!(check_topic("..").is_err());
-        assert!(check_topic(&"x".repeat(250)).is_err());
-    }
-}
-
 /// A stage's `propagate_headers`: `all` when it does not say.
 fn header_propagation(
     stage: &file::StageConfig,
@@ -611,5 +596,20 @@ fn header_propagation(
             }
             Ok(HeaderPropagation::Only(kept))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_topic_names() {
+        assert!(check_topic("calc-requests").is_ok());
+        assert!(check_topic("a.b_c-1").is_ok());
+        assert!(check_topic("").is_err());
+        assert!(check_topic("has space").is_err());
+        assert!(check_topic("..").is_err());
+        assert!(check_topic(&"x".repeat(250)).is_err());
     }
 }
