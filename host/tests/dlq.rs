@@ -4,8 +4,9 @@
 //! reason, most frequent first; a record another stage wrote to the same
 //! topic is not counted, and an unknown stage is refused with the stages
 //! the config has. `host dlq redrive` after a fix (a route added by SIGHUP)
-//! turns each matching letter into one output that names the letter, and a
-//! second redrive sends nothing.
+//! turns each matching letter into one output that names the letter, a
+//! second redrive sends nothing, and a letter that fails again is
+//! dead-lettered again with its redrive count.
 
 mod common;
 
@@ -226,6 +227,19 @@ async fn redrive_after_a_fix_turns_each_letter_into_one_output_once() {
     assert_eq!(after.len(), 3, "a second redrive adds nothing: {after:?}");
     let letters_after = read(&topics.dead_letter, 4, WAIT, Duration::from_secs(1)).await;
     assert_eq!(letters_after.len(), 4, "nothing dead-lettered again");
+
+    // A letter that fails again is dead-lettered again, with its count.
+    let bad = redrive(&config, &["--kind", "invalid-json"]);
+    assert!(bad.starts_with("redrove 1 dead letter(s)"), "{bad}");
+    let again = read(&topics.dead_letter, 5, WAIT, Duration::ZERO).await;
+    let last = again.iter().max_by_key(|letter| letter.offset).unwrap();
+    assert_eq!(last.key.as_deref(), Some("bad"));
+    assert_eq!(last.header("stagehost-error-kind"), "invalid-json");
+    assert_eq!(last.header("stagehost-redrive-count"), "1");
+    assert!(
+        last.header("stagehost-redrive-of")
+            .starts_with(&topics.dead_letter)
+    );
     assert!(host.stop("TERM"), "{}", host.log());
 
     let gone = Command::new(env!("CARGO_BIN_EXE_host"))
