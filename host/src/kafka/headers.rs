@@ -123,6 +123,33 @@ pub fn base64(bytes: &[u8]) -> String {
     text
 }
 
+/// Adds a header whose key is any bytes, as a consumed record may carry
+/// (Kafka does not check that header keys are UTF-8; `OwnedHeaders::insert`
+/// only takes text).
+#[cfg(test)]
+pub(crate) fn add_raw_header(headers: &OwnedHeaders, key: &[u8], value: Option<&[u8]>) {
+    let list = (headers.as_borrowed() as *const BorrowedHeaders)
+        .cast_mut()
+        .cast::<rd_kafka_headers_t>();
+    let (value, size) = match value {
+        Some(value) => (value.as_ptr().cast(), value.len() as isize),
+        None => (std::ptr::null(), 0),
+    };
+    // SAFETY: a `&BorrowedHeaders` is the address of the list librdkafka
+    // allocated for `headers`, which nothing else uses while this runs;
+    // librdkafka copies the key and value.
+    let status = unsafe {
+        rdkafka::bindings::rd_kafka_header_add(
+            list,
+            key.as_ptr().cast(),
+            key.len() as isize,
+            value,
+            size,
+        )
+    };
+    assert_eq!(status, rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@ use super::dead_letter;
 use crate::config::{HeaderPropagation, Limits, StagePlan, is_internal_topic};
 use crate::handlers::ErrorKind;
 use crate::handlers::bindings::{Header as WitHeader, Output};
-use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use crate::kafka::headers::{RawHeader, raw_headers};
+use rdkafka::message::{Header, OwnedHeaders};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A record to produce.
@@ -121,7 +122,7 @@ const HOST_OUTPUT_HEADERS: [&str; 2] = [dead_letter::HANDLER, dead_letter::HANDL
 
 /// What librdkafka counts of one header against `message.max.bytes`, at
 /// most: its key and value with their length prefixes.
-fn header_size(key: &str, value: &[u8]) -> u64 {
+fn header_size(key: &[u8], value: &[u8]) -> u64 {
     const HEADER_OVERHEAD: u64 = 10;
     HEADER_OVERHEAD + key.len() as u64 + value.len() as u64
 }
@@ -133,12 +134,12 @@ fn record_size(
     key: Option<&[u8]>,
     value: &[u8],
     headers: &[WitHeader],
-    inherited: &[Header<'_, &[u8]>],
+    inherited: &[RawHeader<'_>],
 ) -> u64 {
     const RECORD_OVERHEAD: u64 = 64;
     let headers: u64 = headers
         .iter()
-        .map(|h| header_size(&h.key, &h.value))
+        .map(|h| header_size(h.key.as_bytes(), &h.value))
         .chain(
             inherited
                 .iter()
@@ -151,21 +152,24 @@ fn record_size(
 /// The input headers an output carries: those the stage passes on (and
 /// always `stagehost-redrive-of`, so a result can be traced to the dead
 /// letter it came from), in order, less the ones the host sets and those
-/// the output sets itself.
+/// the output sets itself. Keys are read as bytes ([`raw_headers`]): any
+/// producer may send one that is not UTF-8, and it is passed on as
+/// [`crate::kafka::headers::copy_headers`] copies it.
 fn inherited_headers<'a>(
     input_headers: Option<&'a OwnedHeaders>,
     rules: &OutputRules,
     output: &Output,
-) -> Vec<Header<'a, &'a [u8]>> {
+) -> Vec<RawHeader<'a>> {
     let Some(input_headers) = input_headers else {
         return Vec::new();
     };
-    input_headers
-        .iter()
+    raw_headers(input_headers)
+        .into_iter()
         .filter(|header| {
-            (rules.propagate_headers.passes(header.key) || header.key == dead_letter::REDRIVE_OF)
-                && !HOST_OUTPUT_HEADERS.contains(&header.key)
-                && !output.headers.iter().any(|own| own.key == header.key)
+            let key = header.key_text();
+            (rules.propagate_headers.passes(&key) || key == dead_letter::REDRIVE_OF)
+                && !HOST_OUTPUT_HEADERS.contains(&&*key)
+                && !output.headers.iter().any(|own| own.key == key)
         })
         .collect()
 }
@@ -225,7 +229,10 @@ pub(crate) fn output_records(
             let mut headers =
                 OwnedHeaders::new_with_capacity(inherited.len() + output.headers.len() + 2);
             for header in inherited {
-                headers = headers.insert(header);
+                headers = headers.insert(Header {
+                    key: &header.key_text(),
+                    value: header.value,
+                });
             }
             for header in &output.headers {
                 if HOST_OUTPUT_HEADERS.contains(&header.key.as_str()) {
@@ -300,22 +307,34 @@ mod tests {
                 key: dead_letter::HANDLER,
                 value: Some("upstream"),
             });
-        let records = output_records(
+        header_pairs(&records_of(&rules(propagate), &input, own).unwrap()[0])
+    }
+
+    /// The records of one output with headers `own`, for an input with
+    /// headers `input`, made by handler `add` version `v1`.
+    fn records_of(
+        rules: &OutputRules,
+        input: &OwnedHeaders,
+        own: &[(&str, &str)],
+    ) -> Result<Vec<Record>, OutputError> {
+        output_records(
             vec![output(own)],
-            &rules(propagate),
+            rules,
             &Limits::default(),
             None,
-            Some(&input),
+            Some(input),
             "add",
             "v1",
         )
-        .unwrap();
-        records[0]
-            .headers
+    }
+
+    /// A record's headers as text, in order.
+    fn header_pairs(record: &Record) -> Vec<(String, String)> {
+        raw_headers(&record.headers)
             .iter()
             .map(|header| {
                 let value = String::from_utf8(header.value.unwrap().to_vec()).unwrap();
-                (header.key.to_string(), value)
+                (header.key_text().into_owned(), value)
             })
             .collect()
     }
@@ -365,26 +384,25 @@ mod tests {
         });
         let mut rules = rules(HeaderPropagation::All);
         rules.max_record_bytes = 1000;
-        let refused = output_records(
-            vec![output(&[])],
-            &rules,
-            &Limits::default(),
-            None,
-            Some(&input),
-            "add",
-            "v1",
-        );
+        let refused = records_of(&rules, &input, &[]);
         assert!(matches!(refused, Err(OutputError::Invalid(_))));
         rules.propagate_headers = HeaderPropagation::None;
-        let passed = output_records(
-            vec![output(&[])],
-            &rules,
-            &Limits::default(),
-            None,
-            Some(&input),
-            "add",
-            "v1",
-        );
+        let passed = records_of(&rules, &input, &[]);
         assert!(passed.is_ok());
+    }
+
+    #[test]
+    fn an_input_header_key_that_is_not_utf8_is_passed_on_not_a_panic() {
+        let input = OwnedHeaders::new();
+        crate::kafka::headers::add_raw_header(&input, b"trace\xffid", Some(b"t-1"));
+        let records = records_of(&rules(HeaderPropagation::All), &input, &[]).unwrap();
+        assert_eq!(
+            header_pairs(&records[0]),
+            pairs(&[
+                ("trace\u{fffd}id", "t-1"),
+                (dead_letter::HANDLER, "add"),
+                (dead_letter::HANDLER_VERSION, "v1"),
+            ])
+        );
     }
 }
