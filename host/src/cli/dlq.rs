@@ -14,9 +14,10 @@
 
 use super::topic_read::{self, EndReader};
 use crate::config::LoadedConfig;
+use crate::kafka::headers::raw_headers;
 use crate::pipeline::dead_letter;
 use anyhow::Context as _;
-use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -193,12 +194,12 @@ pub fn list(config: &LoadedConfig, name: &str) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// A header's value as text (lossy), if the record has it.
+/// A header's value as text (lossy), if the record has it. Keys are read
+/// as bytes: any producer may write one that is not UTF-8.
 fn header(letter: &BorrowedMessage<'_>, key: &str) -> Option<String> {
-    let headers = letter.headers()?;
-    headers
-        .iter()
-        .find(|header| header.key == key)
+    raw_headers(letter.headers()?)
+        .into_iter()
+        .find(|header| header.key == key.as_bytes())
         .map(|header| String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned())
 }
 
@@ -318,13 +319,19 @@ pub fn redrive(
         ensure_ledger(config, &reader.brokers, &ledger)?;
     }
     let mut done = std::collections::HashSet::new();
-    if let Ok(partitions) = reader.partitions(&ledger, &[], "no letter was redriven yet") {
-        reader.read_to_end(&ledger, &partitions, |mark| {
-            if let Some(key) = mark.key() {
-                done.insert(key.to_vec());
-            }
-        })?;
-    }
+    // Made above unless on a dry run, where a missing ledger means that no
+    // letter was redriven yet; otherwise failing to read it is an error,
+    // never a reason to send a letter again.
+    let ledger_partitions = match reader.partitions(&ledger, &[], "no letter was redriven yet") {
+        Ok(partitions) => partitions,
+        Err(_) if dry_run => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    reader.read_to_end(&ledger, &ledger_partitions, |mark| {
+        if let Some(key) = mark.key() {
+            done.insert(key.to_vec());
+        }
+    })?;
     let partitions = reader.partitions(
         dead_letters,
         &[],
@@ -343,7 +350,7 @@ pub fn redrive(
         }
         chosen.push((mark, redriven_record(letter)));
     })?;
-    let mut result = Redriven {
+    let result = Redriven {
         stage: name.to_string(),
         input: stage.input.clone(),
         sent: chosen.len() as u64,
@@ -351,7 +358,6 @@ pub fn redrive(
         dry_run,
     };
     if dry_run || chosen.is_empty() {
-        result.dry_run = dry_run;
         return Ok(result);
     }
     send_back(config, &reader.brokers, stage, &ledger, chosen)?;
@@ -363,31 +369,25 @@ pub fn redrive(
 struct Resent {
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 fn redriven_record(letter: &BorrowedMessage<'_>) -> Resent {
-    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut headers: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     let mut count: u64 = 0;
-    if let Some(original) = letter.headers() {
-        for header in original.iter() {
-            if header.key == dead_letter::REDRIVE_COUNT {
-                count = std::str::from_utf8(header.value.unwrap_or_default())
-                    .ok()
-                    .and_then(|text| text.parse().ok())
-                    .unwrap_or(0);
-                continue;
-            }
-            if header.key == dead_letter::REDRIVE_OF
-                || dead_letter::DEAD_LETTER_HEADERS.contains(&header.key)
-            {
-                continue;
-            }
-            headers.push((
-                header.key.to_string(),
-                header.value.unwrap_or_default().to_vec(),
-            ));
+    for header in letter.headers().map(raw_headers).unwrap_or_default() {
+        let key = header.key_text();
+        if key == dead_letter::REDRIVE_COUNT {
+            count = std::str::from_utf8(header.value.unwrap_or_default())
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0);
+            continue;
         }
+        if key == dead_letter::REDRIVE_OF || dead_letter::DEAD_LETTER_HEADERS.contains(&&*key) {
+            continue;
+        }
+        headers.push((key.into_owned(), header.value.map(<[u8]>::to_vec)));
     }
     headers.push((
         dead_letter::REDRIVE_OF.to_string(),
@@ -397,11 +397,12 @@ fn redriven_record(letter: &BorrowedMessage<'_>) -> Resent {
             letter.partition(),
             letter.offset()
         )
-        .into_bytes(),
+        .into_bytes()
+        .into(),
     ));
     headers.push((
         dead_letter::REDRIVE_COUNT.to_string(),
-        (count + 1).to_string().into_bytes(),
+        Some((count + 1).to_string().into_bytes()),
     ));
     Resent {
         key: letter.key().map(<[u8]>::to_vec),
@@ -425,7 +426,9 @@ fn ensure_ledger(config: &LoadedConfig, brokers: &str, ledger: &str) -> anyhow::
     )
     .set("cleanup.policy", "compact");
     let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
-    let results = block_on(admin.create_topics([&topic], &options))
+    // Called off the async context, on the runtime's blocking pool.
+    let results = tokio::runtime::Handle::current()
+        .block_on(admin.create_topics([&topic], &options))
         .with_context(|| format!("creating the redrive ledger `{ledger}` on {brokers}"))?;
     for result in results {
         match result {
@@ -436,11 +439,6 @@ fn ensure_ledger(config: &LoadedConfig, brokers: &str, ledger: &str) -> anyhow::
         }
     }
     Ok(())
-}
-
-/// Runs a future to its end on the runtime this blocking call came from.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Handle::current().block_on(future)
 }
 
 /// Produces the chosen letters to the stage's input and their marks to the
@@ -475,7 +473,7 @@ fn send_back(
             for (key, value) in &resent.headers {
                 headers = headers.insert(Header {
                     key,
-                    value: Some(value),
+                    value: value.as_deref(),
                 });
             }
             let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&stage.input).headers(headers);
@@ -564,25 +562,15 @@ pub fn table(stage: &str, summary: &Summary) -> String {
             count.count,
             kind.kind,
             kind.handler.as_deref().unwrap_or("-"),
-            &version[..version.len().min(12)],
-            one_line(&kind.reason),
+            version.chars().take(12).collect::<String>(),
+            dead_letter::one_line(&kind.reason, REASON_CHARS),
         ));
     }
     out
 }
 
-/// A reason on one line, cut at 200 characters.
-fn one_line(reason: &str) -> String {
-    let mut line: String = reason
-        .chars()
-        .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if reason.chars().count() > 200 {
-        line.push('…');
-    }
-    line
-}
+/// The most characters of a reason a table row shows.
+const REASON_CHARS: usize = 200;
 
 /// The summary as JSON lines, most frequent first.
 pub fn json_lines(summary: &Summary) -> String {
