@@ -11,7 +11,9 @@
 mod common;
 
 use common::numbered::HostProcess;
-use common::{Topics, calculator_yaml, producer, read, send, signal, spawn_host, wait_output};
+use common::{
+    Topics, calculator_yaml, producer, read, report, send, signal, spawn_host, wait_output,
+};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
@@ -30,15 +32,6 @@ fn list(config: &Path, stage: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("host runs")
-}
-
-fn report(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}stderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{plugin, repo_root, unique};
+use common::{plugin, repo_root, report, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,15 +25,6 @@ fn host_test(wasm: &Path, fixtures: &Path, args: &[&str]) -> Output {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn report(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}stderr:\n{}",
-        out.status.code(),
-        stdout(out),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The cases of a fixture file (its lines that are not blank or comments).

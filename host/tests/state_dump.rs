@@ -10,7 +10,7 @@
 mod common;
 
 use common::numbered::HostProcess;
-use common::{brokers, create_topic, producer, read, send, unique};
+use common::{brokers, create_topic, producer, read, report, send, unique};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,15 +30,6 @@ fn dump(config: &Path, stage: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("host runs")
-}
-
-fn report(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}stderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The dump's lines, parsed, by key; checks each line's fields and order.

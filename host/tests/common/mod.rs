@@ -384,6 +384,17 @@ pub fn spawn_host(topics: &Topics) -> (std::process::Child, PathBuf, String) {
     (child, config, yaml)
 }
 
+/// A finished command for a failure message: its exit status, stdout and
+/// stderr.
+pub fn report(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}stderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Sends a signal (`HUP`, `TERM`, …) to a process.
 pub fn signal(process: &std::process::Child, signal: &str) {
     let sent = std::process::Command::new("kill")
