@@ -11,7 +11,9 @@
 //! its state caught up before its next message. Every
 //! `kafka.transactions.commit_interval_ms` (or after
 //! [`MAX_TRANSACTION_MESSAGES`]) it waits for the outputs, sends the offsets
-//! and commits. When a commit fails, the transaction is aborted and every
+//! and commits; meanwhile the messages already fetched are planned, to begin
+//! the next transaction once the commit is done. When a commit fails, the
+//! transaction is aborted and every
 //! partition it touched is rewound to where the transaction began, so the
 //! same messages are taken again. A message whose output the broker refused
 //! for good (too large, say) is dead-lettered as `produce-failed` when taken
@@ -144,7 +146,9 @@ impl Stage {
                 Ok(()) = pause.changed() => self.follow_pause(*pause.borrow_and_update()),
                 _ = ticker.tick() => {
                     if let Some(transaction) = open.take() {
-                        self.finish(transaction, &mut refused).await?;
+                        open = self
+                            .finish_while_planning(transaction, &mut refused, &mut partition_handlers)
+                            .await?;
                     }
                 }
                 received = self.consumer.recv() => {
@@ -227,6 +231,76 @@ impl Stage {
         self.consumer.unsubscribe();
         tracing::info!(stage, "stage stopped");
         Ok(())
+    }
+
+    /// [`Stage::finish`], while the messages the consumer already holds are
+    /// planned beside the commit (on a task of their own, since the commit
+    /// blocks its thread); once it is done, those records begin the next
+    /// transaction, which is returned. Planning is a function of the message
+    /// alone in a stage without state, so a plan made during an aborted
+    /// commit stays good, except for the partitions the abort rewound:
+    /// their messages come again, and their plans are dropped. A stage with
+    /// state plans nothing meanwhile (its state moves with each commit).
+    async fn finish_while_planning(
+        self: &Arc<Self>,
+        transaction: OpenTransaction,
+        refused: &mut HashMap<(i32, i64), String>,
+        partition_handlers: &mut HashMap<i32, WorkerHandlers>,
+    ) -> anyhow::Result<Option<OpenTransaction>> {
+        let fetched = match self.state {
+            None => ready_now(self.consumer.recv()),
+            Some(_) => None,
+        };
+        let first = match fetched {
+            Some(received) => self.taken(received).await,
+            None => None,
+        };
+        let Some(first) = first else {
+            self.finish(transaction, refused).await?;
+            return Ok(None);
+        };
+        let batch = self.already_fetched(first, self.gather_limit());
+        let rewound_by_abort: Vec<i32> = transaction.first.keys().copied().collect();
+        let mut own_refusals: HashMap<(i32, i64), String> = batch
+            .iter()
+            .filter_map(|message| refused.remove_entry(&(message.partition(), message.offset())))
+            .collect();
+        let kept_refusals = own_refusals.clone();
+        let mut handlers = std::mem::take(partition_handlers);
+        let stage = self.clone();
+        let planning = tokio::spawn(async move {
+            let planned = stage
+                .plan_partitions(batch, &mut handlers, &mut own_refusals)
+                .await;
+            (planned, handlers)
+        });
+        let committed = self.finish(transaction, refused).await;
+        let (planned, handlers) = planning.await.context("planning beside a commit failed")?;
+        *partition_handlers = handlers;
+        let (committed, mut planned) = (committed?, planned?);
+        if !committed {
+            planned.retain(|(message, _)| {
+                let partition = message.partition();
+                let again = rewound_by_abort.contains(&partition);
+                if again && let Some(reason) = kept_refusals.get(&(partition, message.offset())) {
+                    refused.insert((partition, message.offset()), reason.clone());
+                }
+                !again
+            });
+        }
+        if planned.is_empty() {
+            return Ok(None);
+        }
+        self.producer
+            .begin_transaction()
+            .with_context(|| format!("stage `{}`: beginning a transaction", self.plan.name))?;
+        let mut next = OpenTransaction::default();
+        for (message, records) in planned {
+            let position = (message.partition(), message.offset());
+            self.hand_over(records, position, &mut next).await;
+            next.take(position.0, position.1);
+        }
+        Ok(Some(next))
     }
 
     /// Most messages taken from the consumer at once: a batch for a few
