@@ -4,9 +4,10 @@
 //! reason, most frequent first; a record another stage wrote to the same
 //! topic is not counted, and an unknown stage is refused with the stages
 //! the config has. `host dlq redrive` after a fix (a route added by SIGHUP)
-//! turns each matching letter into one output that names the letter, a
-//! second redrive sends nothing, and a letter that fails again is
-//! dead-lettered again with its redrive count.
+//! turns each matching letter into one output that names the letter (in an
+//! at-least-once and in an exactly-once stage), a second redrive sends
+//! nothing, and a letter that fails again is dead-lettered again with its
+//! redrive count.
 
 mod common;
 
@@ -143,8 +144,33 @@ fn redrive(config: &Path, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_after_a_fix_turns_each_letter_into_one_output_once() {
+    redrive_after_a_fix(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_into_an_exactly_once_stage_gives_each_output_once() {
+    redrive_after_a_fix(true).await;
+}
+
+/// Three requests with no route and one that is not JSON are dead-lettered;
+/// after a route is added, redrive turns the three into outputs once (read
+/// committed, so with `exactly_once` only what the stage's transactions
+/// committed counts), a second redrive adds nothing, and the bad one fails
+/// again with its redrive count.
+async fn redrive_after_a_fix(exactly_once: bool) {
     let topics = Topics::new();
-    let yaml = calculator_yaml(&topics, 1);
+    let mut yaml = calculator_yaml(&topics, 1);
+    if exactly_once {
+        let group = format!("  group: {}\n", topics.group);
+        yaml = yaml.replace(
+            &group,
+            &format!(
+                "{group}  delivery: exactly-once\n  transactions:\n    id: {}\n    commit_interval_ms: 100\n",
+                common::unique("redrive-txn")
+            ),
+        );
+        assert!(yaml.contains("exactly-once"), "{yaml}");
+    }
     let mut host = HostProcess::start(&yaml);
     tokio::task::block_in_place(|| host.wait_for_log("stagehost running", WAIT));
     let producer = producer();
