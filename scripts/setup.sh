@@ -11,7 +11,9 @@
 #                             OpenSSL headers (TLS and SASL to Kafka)
 #   scripts/setup.sh --test   also what `make test` and `make plugins` need:
 #                             the wasm32-wasip1 target and a pinned
-#                             cargo-component (the second plugin build variant)
+#                             cargo-component (the second plugin build variant),
+#                             and Debian's chromium and chromium-driver (the
+#                             console's headless-browser test)
 #
 # On Debian, missing system packages (OpenSSL headers, pkg-config, python3-venv)
 # are installed with apt-get when running as root.
@@ -40,6 +42,12 @@ if ! pkg-config --exists openssl 2>/dev/null; then apt_wanted+=(libssl-dev); fi
 command -v cc >/dev/null || apt_wanted+=(build-essential)
 if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     apt_wanted+=(python3-venv)
+fi
+# The console's browser test (host/tests/console.rs): headless Chromium and
+# its WebDriver.
+if ((with_test_tools)); then
+    command -v chromium >/dev/null || apt_wanted+=(chromium)
+    command -v chromedriver >/dev/null || apt_wanted+=(chromium-driver)
 fi
 if ((${#apt_wanted[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

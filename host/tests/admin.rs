@@ -66,6 +66,9 @@ fn info(
         pinned: None,
         file_version: None,
         history: Vec::new(),
+        canary: None,
+        last_canary: None,
+        shadow: None,
     }
 }
 
@@ -370,6 +373,9 @@ async fn handlers_are_listed_and_shown() {
             "pinned": null,
             "file_version": null,
             "history": [],
+            "canary": null,
+            "last_canary": null,
+            "shadow": null,
         })
     );
 

@@ -1,5 +1,5 @@
-//! `host handlers list|show|upload|rollback|pin|delete` and `host logs`:
-//! the admin API's handler routes from the command line.
+//! `host handlers list|show|upload|promote|shadow|discard|rollback|pin|delete`
+//! and `host logs`: the admin API's handler routes from the command line.
 
 use super::admin_client::{AdminArgs, AdminClient, cell, print};
 use anyhow::Context as _;
@@ -16,14 +16,54 @@ pub enum HandlersCommand {
         /// The handler.
         name: String,
     },
-    /// Validates a component and swaps it in (it stays until the file changes).
+    /// Validates a component and swaps it in (it stays until the file
+    /// changes), or with `--canary` starts it on a share of the keys, or
+    /// with `--shadow` beside the serving version on a copy of every message.
     Upload {
         /// The handler.
         name: String,
         /// The `.wasm` component.
         file: PathBuf,
+        /// Start it as a canary on this percent (1-99) of the keys; it is
+        /// promoted or rolled back by itself (see the options below).
+        #[arg(long, value_name = "PERCENT")]
+        canary: Option<i64>,
+        /// Start it as a shadow: it runs on a copy of every message, and what
+        /// it makes is compared with the serving version's, never produced.
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
+        /// Roll the canary back when its dead-letter rate exceeds the stable
+        /// version's by more than this many percentage points [default: 5].
+        #[arg(long, requires = "canary")]
+        margin_percent: Option<f64>,
+        /// Judge the canary only after this many of its messages [default: 100].
+        #[arg(long, requires = "canary")]
+        min_messages: Option<u64>,
+        /// Promote the canary after this many of its messages [default: 1000].
+        #[arg(long, requires = "canary")]
+        promote_after_messages: Option<u64>,
+        /// Promote the canary after this long (e.g. `10m`), if sooner.
+        #[arg(long, requires = "canary")]
+        promote_after: Option<String>,
     },
-    /// Goes back one version (again for the one before), and pins it.
+    /// Makes the running canary or shadow the serving version.
+    Promote {
+        /// The handler.
+        name: String,
+    },
+    /// The running (else the last) shadow: agreements, differences, and the
+    /// last differences with both versions' outputs.
+    Shadow {
+        /// The handler.
+        name: String,
+    },
+    /// Discards the running shadow.
+    Discard {
+        /// The handler.
+        name: String,
+    },
+    /// Goes back one version (again for the one before), and pins it; with
+    /// a canary running, ends the canary instead.
     Rollback {
         /// The handler.
         name: String,
@@ -79,6 +119,23 @@ pub async fn handlers(command: HandlersCommand, args: &AdminArgs) -> anyhow::Res
                 return Ok(());
             }
             print(false, &info, &INFO_COLUMNS, vec![info_row(&info)]);
+            for (title, canary) in [
+                ("canary", &info["canary"]),
+                ("last canary", &info["last_canary"]),
+            ] {
+                if canary.is_object() {
+                    println!("{}", canary_line(title, canary));
+                }
+            }
+            if info["shadow"].is_object() {
+                println!(
+                    "shadow: {}: {} agreements, {} differences (host handlers shadow {})",
+                    cell(&info["shadow"]["version"]),
+                    cell(&info["shadow"]["agreements"]),
+                    cell(&info["shadow"]["differences"]),
+                    cell(&info["name"]),
+                );
+            }
             println!();
             let history: Vec<Vec<String>> = info["history"]
                 .as_array()
@@ -95,11 +152,97 @@ pub async fn handlers(command: HandlersCommand, args: &AdminArgs) -> anyhow::Res
                 .collect();
             print(false, &info, &["at", "version", "how", "source"], history);
         }
-        HandlersCommand::Upload { name, file } => {
+        HandlersCommand::Upload {
+            name,
+            file,
+            canary,
+            shadow,
+            margin_percent,
+            min_messages,
+            promote_after_messages,
+            promote_after,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut query: Vec<String> = Vec::new();
+            if let Some(percent) = canary {
+                query.push(format!("canary={percent}"));
+            }
+            if shadow {
+                query.push("shadow=true".to_string());
+            }
+            let rules = [
+                ("margin_percent", margin_percent.map(|m| m.to_string())),
+                ("min_messages", min_messages.map(|n| n.to_string())),
+                (
+                    "promote_after_messages",
+                    promote_after_messages.map(|n| n.to_string()),
+                ),
+                ("promote_after", promote_after),
+            ];
+            for (key, value) in rules {
+                if let Some(value) = value {
+                    query.push(format!("{key}={}", query_text(&value)));
+                }
+            }
+            let query = match query.is_empty() {
+                true => String::new(),
+                false => format!("?{}", query.join("&")),
+            };
             let info = client
-                .request("PUT", &format!("/handlers/{name}"), &bytes)
+                .request("PUT", &format!("/handlers/{name}{query}"), &bytes)
+                .await?;
+            print(args.json, &info, &INFO_COLUMNS, vec![info_row(&info)]);
+            if let (false, Some(canary)) = (args.json, info["canary"].as_object()) {
+                println!(
+                    "canary {} on {}% of the keys",
+                    cell(&canary["version"]),
+                    cell(&canary["percent"])
+                );
+            }
+        }
+        HandlersCommand::Promote { name } => {
+            let info = client
+                .request("POST", &format!("/handlers/{name}/promote"), b"")
+                .await?;
+            print(args.json, &info, &INFO_COLUMNS, vec![info_row(&info)]);
+        }
+        HandlersCommand::Shadow { name } => {
+            let report = client
+                .request("GET", &format!("/handlers/{name}/shadow"), b"")
+                .await?;
+            if args.json {
+                println!("{report}");
+                return Ok(());
+            }
+            let outcome = match report["outcome"].as_str() {
+                Some(outcome) => format!("; {outcome}"),
+                None => String::new(),
+            };
+            println!(
+                "shadow {} beside {}: {} agreements, {} differences{outcome}",
+                cell(&report["version"]),
+                cell(&report["serving_version"]),
+                cell(&report["agreements"]),
+                cell(&report["differences"]),
+            );
+            for difference in report["recent_differences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "  partition {} offset {}:\n    serving: {}\n    shadow:  {}",
+                    cell(&difference["partition"]),
+                    cell(&difference["offset"]),
+                    difference["serving"],
+                    difference["shadow"],
+                );
+            }
+        }
+        HandlersCommand::Discard { name } => {
+            let info = client
+                .request("DELETE", &format!("/handlers/{name}/shadow"), b"")
                 .await?;
             print(args.json, &info, &INFO_COLUMNS, vec![info_row(&info)]);
         }
@@ -127,6 +270,38 @@ pub async fn handlers(command: HandlersCommand, args: &AdminArgs) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// One line of a canary's state: its version and share, both sides'
+/// messages and dead letters, and how it ended.
+fn canary_line(title: &str, canary: &serde_json::Value) -> String {
+    let outcome = match canary["outcome"].as_str() {
+        Some(outcome) => format!("; {outcome}"),
+        None => String::new(),
+    };
+    format!(
+        "{title}: {} on {}% of the keys: {} messages, {} dead letters; stable {}: {} messages, {} dead letters{outcome}",
+        cell(&canary["version"]),
+        cell(&canary["percent"]),
+        cell(&canary["messages"]),
+        cell(&canary["dead_letters"]),
+        cell(&canary["stable_version"]),
+        cell(&canary["stable_messages"]),
+        cell(&canary["stable_dead_letters"]),
+    )
+}
+
+/// `text` fit for a URL query: everything but unreserved characters
+/// percent-encoded.
+fn query_text(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// `host logs HANDLER [--follow]`: the handler's recent guest output kept by

@@ -9,6 +9,7 @@ mod graph;
 mod handlers;
 mod new_plugin;
 mod plugin;
+mod replay;
 mod run;
 mod send;
 mod state;
@@ -242,6 +243,9 @@ pub enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Runs a stage's handlers (or another component) over past input into
+    /// a side topic, without touching the stage's consumer group.
+    Replay(replay::ReplayArgs),
     /// A stateful stage's state, read from its changelog topic.
     State {
         /// What to do.
@@ -405,6 +409,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || state::state(&command)).await?
         }
         Command::Dlq { command } => tokio::task::spawn_blocking(move || dlq::dlq(&command)).await?,
+        Command::Replay(args) => tokio::task::spawn_blocking(move || replay::run(&args)).await?,
         Command::Plugin {
             command: PluginCommand::Inspect { path },
         } => {

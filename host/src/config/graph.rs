@@ -1,6 +1,7 @@
 //! The pipeline as a dependency graph: stages wired by the topics they
 //! consume and produce. Finds cycles and dangling inputs for the config
-//! checks, and draws the graph as Mermaid or Graphviz DOT for `host graph`.
+//! checks, and draws the graph as Mermaid or Graphviz DOT for `host graph`
+//! (and as JSON for the admin console).
 
 use super::pipeline::{Pipeline, Routing};
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,6 +190,72 @@ impl<'a> Graph<'a> {
     /// The graph in Graphviz DOT: `host graph --format dot | dot -Tsvg`.
     pub fn dot(&self) -> String {
         self.draw(&Dot)
+    }
+
+    /// The graph as JSON, for the admin console (`GET /graph`): the nodes
+    /// and edges [`Graph::mermaid`] and [`Graph::dot`] draw, as
+    /// `{topics: [{id, name, kind}], stages: [{id, name, input, handlers,
+    /// routes}], edges: [{from, to, link, branch?}]}`.
+    pub fn json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let names = self.node_names();
+        let sources = self.sources();
+        let topics: Vec<_> = names
+            .topics
+            .iter()
+            .map(|(topic, id)| {
+                let kind = if sources.contains(topic.as_str()) {
+                    "source"
+                } else if self.is_dead_letter_only(topic) {
+                    "dead-letters"
+                } else {
+                    "plain"
+                };
+                json!({ "id": id, "name": topic, "kind": kind })
+            })
+            .collect();
+        let stages: Vec<_> = self
+            .config
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, stage)| {
+                let handlers: BTreeSet<&str> = match &stage.routing {
+                    Routing::Single(handler) => [handler.as_str()].into(),
+                    Routing::ByField { to, .. } => to.values().map(String::as_str).collect(),
+                };
+                json!({
+                    "id": names.stages[index],
+                    "name": stage.name,
+                    "input": stage.input,
+                    "handlers": handlers,
+                    "routes": self.handlers_of(index),
+                })
+            })
+            .collect();
+        let mut edges: Vec<_> = self
+            .config
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, stage)| {
+                json!({ "from": names.topics[&stage.input], "to": names.stages[index], "link": "input" })
+            })
+            .collect();
+        edges.extend(self.produced.iter().map(|produced| {
+            let (link, branch) = match &produced.link {
+                Link::Output => ("output", None),
+                Link::Branch(name) => ("branch", Some(name.as_str())),
+                Link::DeadLetter => ("dead-letter", None),
+            };
+            json!({
+                "from": names.stages[produced.stage],
+                "to": names.topics[&produced.topic],
+                "link": link,
+                "branch": branch,
+            })
+        }));
+        json!({ "topics": topics, "stages": stages, "edges": edges })
     }
 
     /// Every node, then every edge, in the given language.

@@ -7,8 +7,13 @@
 //! | `GET /metrics` | 200, Prometheus text format |
 //! | `GET /handlers` | 200, JSON array of [`HandlerInfo`] |
 //! | `GET /handlers/{name}` | 200 [`HandlerInfo`], 404 unknown |
-//! | `PUT /handlers/{name}` (body: the `.wasm`) | 200 [`HandlerInfo`] of the new version, 404 unknown, 422 rejected |
-//! | `POST /handlers/{name}/rollback` | 200 [`HandlerInfo`] (one step back, pinned), 404 unknown, 409 no previous version |
+//! | `PUT /handlers/{name}` (body: the `.wasm`) | 200 [`HandlerInfo`] of the new version, 404 unknown, 409 a canary runs, 422 rejected |
+//! | `PUT /handlers/{name}?canary=PERCENT[&margin_percent=&min_messages=&promote_after_messages=&promote_after=]` | 200 [`HandlerInfo`] with its `canary`, 400 percent outside 1-99, 404, 409 a canary already runs, 422 rejected |
+//! | `PUT /handlers/{name}?shadow=true` | 200 [`HandlerInfo`] with its `shadow`: the version runs on a copy of every message, compared and never produced; 404, 409 a canary or shadow already runs, 422 rejected |
+//! | `GET /handlers/{name}/shadow` | 200 the running (else the last) shadow's agreements, differences and last differences; 404 |
+//! | `DELETE /handlers/{name}/shadow` | 200 [`HandlerInfo`]: the shadow is discarded, 404, 409 no shadow |
+//! | `POST /handlers/{name}/promote` | 200 [`HandlerInfo`]: the canary or shadow serves every key (pinned), 404, 409 neither runs |
+//! | `POST /handlers/{name}/rollback` | 200 [`HandlerInfo`] (one step back, pinned; with a canary running, the canary ends and the stable version serves every key), 404 unknown, 409 no previous version |
 //! | `POST /handlers/{name}/pin[?version=V]` | 200 [`HandlerInfo`] (that version, or the serving one, pinned), 404, 422 |
 //! | `DELETE /handlers/{name}` | 200, 404 unknown, 409 a route uses it |
 //! | `GET /handlers/{name}/logs[?after=SEQ]` | 200, the handler's recent guest lines after SEQ |
@@ -16,20 +21,27 @@
 //! | `GET /state/{stage}/{key}` | 200 `{stage, key, partition, value, expires_at}` from this host's store, 404 not here or no such key |
 //! | `POST /stages/{name}/pause` | 200 `{stage, paused: true, changed}`: the stage stops fetching (what it holds is finished, nothing is lost, lag is still reported), 404 no such stage runs here |
 //! | `POST /stages/{name}/resume` | 200 `{stage, paused: false, changed}`, 404 |
+//! | `GET /graph` | 200, the pipeline graph for the console: topics, stages (running, paused), edges |
+//! | `GET /dead-letters` | 200, the host's last 50 dead letters, newest first |
+//! | `GET /`, `/console.js`, `/console.css` | the live console ([`console`]), served without the token |
 //!
 //! Errors are JSON objects `{"error": "..."}`. With a token configured every
-//! request must carry `Authorization: Bearer <token>`, else 401.
+//! request must carry `Authorization: Bearer <token>`, else 401; only the
+//! console's static files, which hold no data, are served without it.
 //!
 //! The server only reads [`Metrics`]: swaps are recorded by the
 //! [`HandlerControl`], which also sees swaps from other sources (a watched
 //! file, a config re-read).
 
+use super::console;
 pub use super::handlers::rfc3339;
 use super::handlers::{HandlerControl, HandlerInfo, SwapError, TopicInfo};
 use super::metrics::Metrics;
 use super::stages::{StagePauses, StateViews};
+use crate::handlers::canary::CanaryRules;
 use crate::handlers::sandbox::RecentLine;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use crate::handlers::shadow::ShadowReport;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -100,12 +112,20 @@ fn router(token: Option<String>, state: AppState) -> Router {
             get(show_handler).put(upload_handler).delete(delete_handler),
         )
         .route("/handlers/{name}/rollback", post(rollback_handler))
+        .route("/handlers/{name}/promote", post(promote_handler))
+        .route(
+            "/handlers/{name}/shadow",
+            get(shadow_report).delete(discard_shadow),
+        )
         .route("/handlers/{name}/pin", post(pin_handler))
         .route("/handlers/{name}/logs", get(handler_logs))
         .route("/topics", get(list_topics))
         .route("/state/{stage}/{key}", get(state_entry))
         .route("/stages/{name}/pause", post(pause_stage))
         .route("/stages/{name}/resume", post(resume_stage))
+        .route("/graph", get(pipeline_graph))
+        .route("/dead-letters", get(recent_dead_letters))
+        .merge(console::pages())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
@@ -125,9 +145,12 @@ impl IntoResponse for ApiError {
 impl From<SwapError> for ApiError {
     fn from(err: SwapError) -> Self {
         let status = match err {
-            SwapError::UnknownHandler(_) => StatusCode::NOT_FOUND,
+            SwapError::UnknownHandler(_) | SwapError::NotFound(_) => StatusCode::NOT_FOUND,
             SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            SwapError::NoPrevious(_) | SwapError::InUse(..) => StatusCode::CONFLICT,
+            SwapError::NoPrevious(_) | SwapError::InUse(..) | SwapError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
+            SwapError::Invalid(_) => StatusCode::BAD_REQUEST,
         };
         ApiError(status, err.to_string())
     }
@@ -155,6 +178,10 @@ async fn require_token(
     let Some(expected) = token else {
         return next.run(request).await;
     };
+    // The console's page and files carry no data; it sends the token itself.
+    if console::is_public(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -234,11 +261,9 @@ fn set_paused(State(state): State<AppState>, Path(name): Path<String>, paused: b
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
-    )
-        .into_response()
+    let mut text = state.metrics.encode();
+    text.push_str(&super::trial_metrics::encode(&state.control.handlers()));
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 async fn list_handlers(State(state): State<AppState>) -> Json<Vec<HandlerInfo>> {
@@ -258,18 +283,113 @@ async fn show_handler(
         .ok_or_else(|| SwapError::UnknownHandler(name).into())
 }
 
+/// `?canary=PERCENT` of `PUT /handlers/{name}`, with the canary's rules
+/// (each defaults to [`CanaryRules::default`]'s).
+#[derive(serde::Deserialize)]
+struct UploadQuery {
+    canary: Option<i64>,
+    #[serde(default)]
+    shadow: bool,
+    margin_percent: Option<f64>,
+    min_messages: Option<u64>,
+    promote_after_messages: Option<u64>,
+    promote_after: Option<String>,
+}
+
+impl UploadQuery {
+    fn rules(&self) -> Result<CanaryRules, ApiError> {
+        let defaults = CanaryRules::default();
+        let promote_after = match &self.promote_after {
+            None => defaults.promote_after,
+            Some(text) => Some(humantime::parse_duration(text).map_err(|err| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("promote_after `{text}` is not a duration such as 10m: {err}"),
+                )
+            })?),
+        };
+        Ok(CanaryRules {
+            margin_percent: self.margin_percent.unwrap_or(defaults.margin_percent),
+            min_messages: self.min_messages.unwrap_or(defaults.min_messages),
+            promote_after_messages: self
+                .promote_after_messages
+                .unwrap_or(defaults.promote_after_messages),
+            promote_after,
+        })
+    }
+}
+
+/// `PUT /handlers/{name}`: the body becomes the serving version, or with
+/// `?canary=PERCENT` a canary on that share of the keys.
 async fn upload_handler(
     State(state): State<AppState>,
     HandlerName(name): HandlerName,
+    query: Result<Query<UploadQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HandlerInfo>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError(StatusCode::BAD_REQUEST, rejection.body_text()))?;
     let bytes = body.map_err(|rejection| ApiError(rejection.status(), rejection.body_text()))?;
     let size = bytes.len();
-    tracing::info!(handler = %name, size, "handler upload received");
     let control = state.control.clone();
     let handler = name.clone();
-    let outcome = blocking(move || control.upload(&handler, Vec::from(bytes))).await?;
-    answer(&name, "upload", outcome)
+    if query.shadow {
+        if query.canary.is_some() {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "a new version is a canary or a shadow, not both".into(),
+            ));
+        }
+        tracing::info!(handler = %name, size, "shadow upload received");
+        let outcome = blocking(move || control.shadow(&handler, Vec::from(bytes))).await?;
+        return answer(&name, "shadow", outcome);
+    }
+    match query.canary {
+        None => {
+            tracing::info!(handler = %name, size, "handler upload received");
+            let outcome = blocking(move || control.upload(&handler, Vec::from(bytes))).await?;
+            answer(&name, "upload", outcome)
+        }
+        Some(percent) => {
+            let rules = query.rules()?;
+            tracing::info!(handler = %name, size, percent, "canary upload received");
+            let outcome =
+                blocking(move || control.canary(&handler, Vec::from(bytes), percent, rules))
+                    .await?;
+            answer(&name, "canary", outcome)
+        }
+    }
+}
+
+async fn shadow_report(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+) -> Result<Json<ShadowReport>, ApiError> {
+    let control = state.control.clone();
+    blocking(move || control.shadow_report(&name))
+        .await?
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+async fn discard_shadow(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    let control = state.control.clone();
+    let handler = name.clone();
+    let outcome = blocking(move || control.discard_shadow(&handler)).await?;
+    answer(&name, "discard shadow", outcome)
+}
+
+async fn promote_handler(
+    State(state): State<AppState>,
+    HandlerName(name): HandlerName,
+) -> Result<Json<HandlerInfo>, ApiError> {
+    let control = state.control.clone();
+    let handler = name.clone();
+    let outcome = blocking(move || control.promote(&handler)).await?;
+    answer(&name, "promote", outcome)
 }
 
 /// `?version=V` of `POST /handlers/{name}/pin`.
@@ -396,6 +516,25 @@ fn answer(
     })
 }
 
+/// `GET /graph`: the pipeline for the console (see [`console::graph`]).
+async fn pipeline_graph(State(state): State<AppState>) -> Response {
+    match console::graph(state.control.as_ref(), &state.pauses) {
+        Some(graph) => Json(graph).into_response(),
+        None => ApiError(
+            StatusCode::NOT_FOUND,
+            "this host has no config to show".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /dead-letters`: the host's last dead letters, newest first.
+async fn recent_dead_letters(
+    State(state): State<AppState>,
+) -> Json<Vec<crate::pipeline::recent::RecentDeadLetter>> {
+    Json(state.metrics.recent_dead_letters())
+}
+
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such route".into())
 }
@@ -428,5 +567,81 @@ mod tests {
         assert!(constant_time_eq(b"s3cret", b"s3cret"));
         assert!(!constant_time_eq(b"s3cret", b"s3creT"));
         assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+    }
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct NoHandlers;
+
+    impl HandlerControl for NoHandlers {
+        fn handlers(&self) -> Vec<HandlerInfo> {
+            Vec::new()
+        }
+        fn upload(&self, handler: &str, _: Vec<u8>) -> Result<HandlerInfo, SwapError> {
+            Err(SwapError::UnknownHandler(handler.into()))
+        }
+        fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
+            Err(SwapError::UnknownHandler(handler.into()))
+        }
+        fn healthy(&self) -> bool {
+            true
+        }
+    }
+
+    /// The status of `method path` to a server with token `s3cret`.
+    async fn status(address: std::net::SocketAddr, method: &str, path: &str, auth: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer[9..12]).parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_console_files_are_served_without_the_token() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = AppState {
+            control: Arc::new(NoHandlers),
+            metrics: Metrics::new(),
+            states: Default::default(),
+            pauses: Default::default(),
+        };
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router(Some("s3cret".into()), state)).await
+        });
+        let good = "Authorization: Bearer s3cret\r\n";
+        let wrong = "Authorization: Bearer s3creT\r\n";
+        for path in ["/", "/console.js", "/console.css"] {
+            assert_eq!(status(address, "GET", path, "").await, 200, "{path}");
+            assert_eq!(status(address, "GET", path, wrong).await, 200, "{path}");
+            assert_eq!(status(address, "POST", path, "").await, 401, "{path}");
+        }
+        for (method, path) in [
+            ("GET", "/graph"),
+            ("GET", "/dead-letters"),
+            ("GET", "/metrics"),
+            ("GET", "/handlers"),
+            ("GET", "/healthz"),
+            ("GET", "/topics"),
+            ("POST", "/handlers/add/rollback"),
+            ("POST", "/stages/calculator/pause"),
+            ("GET", "/console.js/"),
+            ("GET", "/index.html"),
+        ] {
+            let what = format!("{method} {path}");
+            assert_eq!(status(address, method, path, "").await, 401, "{what}");
+            assert_eq!(status(address, method, path, wrong).await, 401, "{what}");
+            assert_ne!(status(address, method, path, good).await, 401, "{what}");
+        }
+        assert_eq!(status(address, "GET", "/dead-letters", good).await, 200);
+        server.abort();
     }
 }

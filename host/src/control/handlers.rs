@@ -2,7 +2,9 @@
 //! API shows it ([`HandlerInfo`]), why a swap did not happen
 //! ([`SwapError`]), and what the API asks of the host ([`HandlerControl`]).
 
+use crate::handlers::canary::{CanaryReport, CanaryRules};
 use crate::handlers::sandbox::RecentLine;
+use crate::handlers::shadow::ShadowReport;
 use std::time::SystemTime;
 
 /// Why a swap did not happen. The admin API answers 404, 422 and 409.
@@ -20,6 +22,18 @@ pub enum SwapError {
     /// The handler cannot be removed: these stages route to it.
     #[error("handler `{0}` is in use by stage(s) {1}; change their routes first")]
     InUse(String, String),
+    /// The request asks for something that cannot be (a percent out of
+    /// range, say). The admin API answers 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request clashes with what runs now (a second canary, say). The
+    /// admin API answers 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// What was asked for does not exist (a handler that never had a
+    /// shadow, say). The admin API answers 404.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// What the admin server needs from the host to manage handlers.
@@ -45,6 +59,41 @@ pub trait HandlerControl: Send + Sync + 'static {
             "handler `{handler}`: pinning is not available here"
         )))
     }
+    /// Validates a component off the hot path and starts it as a canary on
+    /// `percent` of the handler's keys, judged by `rules`.
+    fn canary(
+        &self,
+        handler: &str,
+        bytes: Vec<u8>,
+        percent: i64,
+        rules: CanaryRules,
+    ) -> Result<HandlerInfo, SwapError> {
+        let _ = (bytes, percent, rules);
+        Err(SwapError::Rejected(format!(
+            "handler `{handler}`: canaries are not available here"
+        )))
+    }
+    /// Makes the running canary or shadow the serving version.
+    fn promote(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
+        Err(SwapError::Rejected(format!(
+            "handler `{handler}`: canaries are not available here"
+        )))
+    }
+    /// Validates a component off the hot path and starts it as a shadow.
+    fn shadow(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError> {
+        let _ = bytes;
+        Err(SwapError::Rejected(format!(
+            "handler `{handler}`: shadows are not available here"
+        )))
+    }
+    /// The running shadow's comparison (or the last shadow's).
+    fn shadow_report(&self, handler: &str) -> Result<ShadowReport, SwapError> {
+        Err(SwapError::UnknownHandler(handler.to_string()))
+    }
+    /// Ends the running shadow; the serving version goes on alone.
+    fn discard_shadow(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
+        Err(SwapError::UnknownHandler(handler.to_string()))
+    }
     /// Takes a handler no route uses out of service.
     fn delete(&self, handler: &str) -> Result<(), SwapError> {
         Err(SwapError::Rejected(format!(
@@ -60,12 +109,16 @@ pub trait HandlerControl: Send + Sync + 'static {
     fn topics(&self) -> Result<Vec<TopicInfo>, String> {
         Err("not available".into())
     }
+    /// The config in force, for the console's graph (`GET /graph`).
+    fn config_in_force(&self) -> Option<crate::config::LoadedConfig> {
+        None
+    }
     /// Whether the host is healthy (all stages running).
     fn healthy(&self) -> bool;
 }
 
 /// One handler's current version, as the handler API shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct HandlerInfo {
     /// Handler name from the config.
     pub name: String,
@@ -88,6 +141,16 @@ pub struct HandlerInfo {
     /// Every time a version started serving: `version`, `source`, `at`, `how`.
     #[serde(default)]
     pub history: Vec<serde_json::Value>,
+    /// The canary running now, with both versions' counts.
+    #[serde(default)]
+    pub canary: Option<CanaryReport>,
+    /// The last canary that ended, with its counts and how it ended.
+    #[serde(default)]
+    pub last_canary: Option<CanaryReport>,
+    /// The shadow running now: its agreements and differences (the
+    /// differences themselves are at `GET /handlers/NAME/shadow`).
+    #[serde(default)]
+    pub shadow: Option<ShadowReport>,
 }
 
 /// One partition of a stage's input, for `GET /topics`.

@@ -9,6 +9,7 @@
 
 use crate::handlers::sandbox::LogBudgets;
 use crate::pipeline::metrics::{MetricFamilies, StageMetrics};
+use crate::pipeline::recent::RecentDeadLetter;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -114,6 +115,7 @@ impl Metrics {
                 "Bytes of keys and values in a stateful stage's partition (its store, as of the last restore or checkpoint).",
                 &["stage", "partition"],
             ),
+            recent_dead_letters: Arc::default(),
         };
         let handler_info = gauge_vec(
             &registry,
@@ -167,6 +169,11 @@ impl Metrics {
             }
         }
         info.with_label_values(&[handler, version]).set(1);
+    }
+
+    /// The last dead letters of every stage, newest first (`GET /dead-letters`).
+    pub fn recent_dead_letters(&self) -> Vec<RecentDeadLetter> {
+        self.stages.recent_dead_letters.newest_first()
     }
 
     /// Removes a handler's info series, e.g. when a re-read config drops it.

@@ -12,12 +12,22 @@
 //! a rollback goes back one step at a time, and a version an operator chose
 //! (rolled back to, uploaded, pinned) stays through re-reads and restarts
 //! until a new one is explicitly installed.
+//!
+//! A new version can also start as a canary ([`Reloader::start_canary`]) on
+//! a share of the keys: the reloader's watch loop judges it by its rules and
+//! promotes it or rolls it back by itself, and an operator can do either
+//! first. Or it can start as a shadow ([`Reloader::start_shadow`]), which
+//! runs beside the serving version on every message and is only compared,
+//! until an operator promotes or discards it. Installing another version of
+//! the handler ends its canary or shadow.
 
 use super::handlers::{HandlerControl, HandlerInfo, rfc3339};
 pub use super::handlers::{SwapError, TopicInfo};
 use super::versions::{History, How, Pin, Served, VersionStore};
 use crate::config::{ConfigError, LoadedConfig};
+use crate::handlers::canary::{Canary, CanaryReport, CanaryRules, Verdict};
 use crate::handlers::sandbox::RecentLine;
+use crate::handlers::shadow::{Shadow, ShadowReport};
 use crate::handlers::{
     HandlerComponent, Registry, Sandbox, SharedRegistry, handler_spec, validate, version_of,
 };
@@ -65,6 +75,10 @@ pub struct Reloader {
     on_swap: Box<OnSwap>,
     healthy: AtomicBool,
     topics: Mutex<Option<Arc<TopicSource>>>,
+    /// Per handler, its last canary that ended, and how.
+    ended_canaries: Mutex<HashMap<String, CanaryReport>>,
+    /// Per handler, its last shadow that ended, and how.
+    ended_shadows: Mutex<HashMap<String, ShadowReport>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,6 +112,8 @@ impl Reloader {
             on_swap: Box::new(on_swap),
             healthy: AtomicBool::new(false),
             topics: Mutex::new(None),
+            ended_canaries: Mutex::default(),
+            ended_shadows: Mutex::default(),
         })
     }
 
@@ -217,7 +233,285 @@ impl Reloader {
         bytes: &[u8],
         source: String,
     ) -> Result<Arc<HandlerComponent>, SwapError> {
+        self.refuse_during_trial(handler, "upload a new version")?;
         self.install(handler, bytes, source, How::Upload)
+    }
+
+    /// An operator's swap (an upload, a pin, another trial) while a canary
+    /// or a shadow of the handler runs is refused: it would end the trial
+    /// without a verdict.
+    fn refuse_during_trial(&self, handler: &str, what: &str) -> Result<(), SwapError> {
+        let registry = self.registry.load();
+        if let Some(canary) = registry.canary(handler) {
+            return Err(SwapError::Conflict(format!(
+                "a canary of `{handler}` already runs (version {} on {}% of the keys); promote or roll it back before you {what}",
+                canary.component().version(),
+                canary.percent()
+            )));
+        }
+        if let Some(shadow) = registry.shadow(handler) {
+            return Err(SwapError::Conflict(format!(
+                "a shadow of `{handler}` already runs (version {}); promote or discard it before you {what}",
+                shadow.component().version()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates `bytes` as a new version of the serving `handler` off the
+    /// hot path, for a canary or a shadow: the serving version and the
+    /// candidate. Refused while another trial runs, or when the bytes are
+    /// the serving version.
+    fn trial_candidate(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        trial: &str,
+    ) -> Result<(Arc<HandlerComponent>, Arc<HandlerComponent>), SwapError> {
+        let config = self.config();
+        let plan = config
+            .pipeline
+            .handlers
+            .get(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let stable = self
+            .registry
+            .load()
+            .handler(handler)
+            .cloned()
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        self.refuse_during_trial(handler, &format!("start a {trial}"))?;
+        let version = version_of(bytes);
+        if version == stable.version() {
+            return Err(SwapError::Conflict(format!(
+                "version {version} already serves `{handler}`"
+            )));
+        }
+        let candidate = validate(
+            &self.sandbox,
+            handler_spec(plan, format!("upload ({trial})")),
+            bytes,
+            &plan.self_test,
+        )
+        .map_err(|reason| {
+            tracing::warn!(handler, cause = %reason, "{trial} rejected; the running version keeps serving");
+            (self.on_swap)(handler, SwapEvent::Rejected(&reason));
+            SwapError::Rejected(reason)
+        })?;
+        self.versions.keep(handler, &version, bytes);
+        Ok((stable, candidate))
+    }
+
+    /// Validates `bytes` off the hot path and starts them as a shadow of
+    /// `handler`: it runs on a copy of every message, and what it makes is
+    /// compared with the serving version's, never produced.
+    pub fn start_shadow(&self, handler: &str, bytes: &[u8]) -> Result<Arc<Shadow>, SwapError> {
+        let _swapping = lock(&self.swapping);
+        let (stable, candidate) = self.trial_candidate(handler, bytes, "shadow")?;
+        let shadow = Arc::new(Shadow::new(candidate, stable.version().to_string()));
+        let registry = self.registry.load_full();
+        self.registry
+            .store(Arc::new(registry.with_shadow(shadow.clone())));
+        tracing::info!(
+            handler,
+            serving = stable.version(),
+            shadow = shadow.component().version(),
+            "shadow started"
+        );
+        Ok(shadow)
+    }
+
+    /// Ends the running shadow of `handler`; `None` when none runs.
+    fn end_running_shadow(&self, handler: &str, why: &str) -> Option<Arc<HandlerComponent>> {
+        let registry = self.registry.load_full();
+        let shadow = registry.shadow(handler)?.clone();
+        self.registry
+            .store(Arc::new(registry.without_shadow(handler)));
+        self.end_shadow(handler, &shadow, format!("discarded {why}"));
+        registry.handler(handler).cloned()
+    }
+
+    /// Keeps a shadow's comparison with how it ended, and logs it.
+    fn end_shadow(&self, handler: &str, shadow: &Shadow, outcome: String) {
+        let mut report = shadow.report();
+        tracing::info!(
+            handler,
+            shadow = %report.version,
+            agreements = report.agreements,
+            differences = report.differences,
+            "shadow {outcome}"
+        );
+        report.outcome = Some(outcome);
+        lock(&self.ended_shadows).insert(handler.to_string(), report);
+    }
+
+    /// The handler's running shadow, or else its last one.
+    pub fn shadow_report(&self, handler: &str) -> Result<ShadowReport, SwapError> {
+        let registry = self.registry.load();
+        registry
+            .handler(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        match registry.shadow(handler) {
+            Some(shadow) => Ok(shadow.report()),
+            None => lock(&self.ended_shadows)
+                .get(handler)
+                .cloned()
+                .ok_or_else(|| {
+                    SwapError::NotFound(format!("handler `{handler}` has had no shadow"))
+                }),
+        }
+    }
+
+    /// Validates `bytes` off the hot path and starts them as a canary of
+    /// `handler` on `percent` (1-99) of its keys, judged by `rules`, while
+    /// the serving version keeps the rest. Refused when a canary already
+    /// runs or the bytes are the serving version.
+    pub fn start_canary(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        percent: i64,
+        rules: CanaryRules,
+    ) -> Result<Arc<Canary>, SwapError> {
+        let percent = u8::try_from(percent)
+            .ok()
+            .filter(|percent| (1..=99).contains(percent))
+            .ok_or_else(|| {
+                SwapError::Invalid(format!(
+                    "a canary takes 1-99 percent of the keys, not {percent}"
+                ))
+            })?;
+        if !(0.0..=100.0).contains(&rules.margin_percent) {
+            return Err(SwapError::Invalid(format!(
+                "the canary's margin is 0-100 percentage points, not {}",
+                rules.margin_percent
+            )));
+        }
+        let _swapping = lock(&self.swapping);
+        let (stable, candidate) = self.trial_candidate(handler, bytes, "canary")?;
+        let version = candidate.version().to_string();
+        let registry = self.registry.load_full();
+        let canary = Arc::new(Canary::new(
+            candidate,
+            stable.version().to_string(),
+            percent,
+            rules,
+        ));
+        self.registry
+            .store(Arc::new(registry.with_canary(canary.clone())));
+        tracing::info!(
+            handler,
+            stable = stable.version(),
+            canary = version,
+            percent,
+            "canary started"
+        );
+        Ok(canary)
+    }
+
+    /// Makes the running canary or shadow of `handler` its serving version
+    /// (pinned, as an upload is); `why` is logged and kept with the trial's
+    /// counts.
+    pub fn promote(&self, handler: &str, why: &str) -> Result<Arc<HandlerComponent>, SwapError> {
+        let _swapping = lock(&self.swapping);
+        self.promote_now(handler, why)
+    }
+
+    /// [`Reloader::promote`] with the swap lock held.
+    fn promote_now(&self, handler: &str, why: &str) -> Result<Arc<HandlerComponent>, SwapError> {
+        let registry = self.registry.load_full();
+        let stable = registry
+            .handler(handler)
+            .cloned()
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let component = match (registry.canary(handler), registry.shadow(handler)) {
+            (Some(canary), _) => {
+                self.end_canary(handler, canary, format!("promoted {why}"));
+                canary.component().clone()
+            }
+            (None, Some(shadow)) => {
+                self.end_shadow(handler, shadow, format!("promoted {why}"));
+                shadow.component().clone()
+            }
+            (None, None) => {
+                return Err(SwapError::Conflict(format!(
+                    "handler `{handler}` has no canary or shadow to promote"
+                )));
+            }
+        };
+        let mut history = self.versions.history(handler);
+        history.pin = Some(Pin {
+            version: component.version().to_string(),
+            file_version: lock(&self.file_versions).get(handler).cloned(),
+            at: now(),
+        });
+        history.record(served(&component, How::Promote));
+        self.versions.save(handler, &history);
+        self.put_in_service(component.clone(), Some(&stable), "promoted");
+        Ok(component)
+    }
+
+    /// Ends the running canary of `handler`, leaving the stable version
+    /// serving all keys. `None` when no canary runs.
+    fn roll_back_canary(&self, handler: &str, why: &str) -> Option<Arc<HandlerComponent>> {
+        let registry = self.registry.load_full();
+        let canary = registry.canary(handler)?.clone();
+        self.registry
+            .store(Arc::new(registry.without_canary(handler)));
+        self.end_canary(handler, &canary, format!("rolled back {why}"));
+        registry.handler(handler).cloned()
+    }
+
+    /// Keeps a canary's counts with how it ended, and logs it.
+    fn end_canary(&self, handler: &str, canary: &Canary, outcome: String) {
+        let mut report = canary.report();
+        tracing::info!(
+            handler,
+            canary = %report.version,
+            stable = %report.stable_version,
+            messages = report.messages,
+            dead_letters = report.dead_letters,
+            stable_messages = report.stable_messages,
+            stable_dead_letters = report.stable_dead_letters,
+            "canary {outcome}"
+        );
+        report.outcome = Some(outcome);
+        lock(&self.ended_canaries).insert(handler.to_string(), report);
+    }
+
+    /// Promotes or rolls back each running canary its rules have decided.
+    pub fn judge_canaries(&self) {
+        let registry = self.registry.load_full();
+        if registry.canaries().next().is_none() {
+            return;
+        }
+        // Called on the async runtime: a swap in progress (a compile) holds
+        // the lock, and the verdict waits for the next round.
+        let Ok(_swapping) = self.swapping.try_lock() else {
+            return;
+        };
+        for (handler, canary) in registry.canaries() {
+            let verdict = canary.verdict();
+            let current = self.registry.load();
+            if !current
+                .canary(handler)
+                .is_some_and(|now| Arc::ptr_eq(now, canary))
+            {
+                continue;
+            }
+            match verdict {
+                None => {}
+                Some(Verdict::RollBack(reason)) => {
+                    self.roll_back_canary(handler, &format!("automatically: {reason}"));
+                }
+                Some(Verdict::Promote(reason)) => {
+                    if let Err(err) = self.promote_now(handler, &format!("automatically: {reason}"))
+                    {
+                        tracing::warn!(handler, cause = %err, "the canary could not be promoted");
+                    }
+                }
+            }
+        }
     }
 
     /// [`Reloader::swap`] for a new version that came as `how` (a file
@@ -284,13 +578,21 @@ impl Reloader {
     }
 
     /// Puts the version that served before the current one back in service,
-    /// one step further back at each call, and pins it.
+    /// one step further back at each call, and pins it. While a canary of
+    /// the handler runs, ends the canary instead: the stable version serves
+    /// every key again.
     pub fn rollback(&self, handler: &str) -> Result<Arc<HandlerComponent>, SwapError> {
         let _swapping = lock(&self.swapping);
         self.registry
             .load()
             .handler(handler)
             .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let ended = self
+            .roll_back_canary(handler, "by an operator")
+            .or_else(|| self.end_running_shadow(handler, "by an operator"));
+        if let Some(stable) = ended {
+            return Ok(stable);
+        }
         let mut history = self.versions.history(handler);
         let mut walked = history.clone();
         let target = walked
@@ -310,6 +612,7 @@ impl Reloader {
         handler: &str,
         version: Option<&str>,
     ) -> Result<Arc<HandlerComponent>, SwapError> {
+        self.refuse_during_trial(handler, "pin a version")?;
         let _swapping = lock(&self.swapping);
         let current = self
             .registry
@@ -388,7 +691,32 @@ impl Reloader {
         replaced: Option<&HandlerComponent>,
         why: &'static str,
     ) {
-        let next = self.registry.load().with_handler(component.clone());
+        let current = self.registry.load_full();
+        if let Some(canary) = current.canary(component.name())
+            && !Arc::ptr_eq(canary.component(), &component)
+        {
+            self.end_canary(
+                component.name(),
+                canary,
+                format!(
+                    "ended: version {} was installed ({why})",
+                    component.version()
+                ),
+            );
+        }
+        if let Some(shadow) = current.shadow(component.name())
+            && !Arc::ptr_eq(shadow.component(), &component)
+        {
+            self.end_shadow(
+                component.name(),
+                shadow,
+                format!(
+                    "ended: version {} was installed ({why})",
+                    component.version()
+                ),
+            );
+        }
+        let next = current.with_handler(component.clone());
         self.registry.store(Arc::new(next));
         tracing::info!(
             handler = component.name(),
@@ -439,6 +767,31 @@ impl Reloader {
                         );
                         (self.on_swap)(name, SwapEvent::Serving(component));
                     }
+                }
+            }
+            // A canary runs on while its stable version does.
+            for (name, canary) in current.canaries() {
+                match (current.handler(name), next.handler(name)) {
+                    (Some(old), Some(new)) if Arc::ptr_eq(old, new) => {
+                        next = next.with_canary(canary.clone());
+                    }
+                    _ => self.end_canary(
+                        name,
+                        canary,
+                        "ended: the re-read config changed the handler".to_string(),
+                    ),
+                }
+            }
+            for (name, shadow) in current.shadows() {
+                match (current.handler(name), next.handler(name)) {
+                    (Some(old), Some(new)) if Arc::ptr_eq(old, new) => {
+                        next = next.with_shadow(shadow.clone());
+                    }
+                    _ => self.end_shadow(
+                        name,
+                        shadow,
+                        "ended: the re-read config changed the handler".to_string(),
+                    ),
                 }
             }
             for (name, _) in current.handlers() {
@@ -534,6 +887,7 @@ impl Reloader {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
+            self.judge_canaries();
             for (name, path) in &self.watched_files() {
                 let Ok(metadata) = std::fs::metadata(path) else {
                     continue;
@@ -619,6 +973,18 @@ impl Reloader {
                 .into_iter()
                 .map(|served| serde_json::to_value(served).unwrap_or_default())
                 .collect(),
+            canary: self
+                .registry
+                .load()
+                .canary(name)
+                .map(|canary| canary.report()),
+            last_canary: lock(&self.ended_canaries).get(name).cloned(),
+            shadow: self.registry.load().shadow(name).map(|shadow| {
+                let mut report = shadow.report();
+                // The differences themselves are at `GET /handlers/NAME/shadow`.
+                report.recent_differences.clear();
+                report
+            }),
         }
     }
 }
@@ -640,6 +1006,51 @@ impl HandlerControl for Reloader {
     fn rollback(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
         let component = Reloader::rollback(self, handler)?;
         Ok(self.info(&component))
+    }
+
+    fn canary(
+        &self,
+        handler: &str,
+        bytes: Vec<u8>,
+        percent: i64,
+        rules: CanaryRules,
+    ) -> Result<HandlerInfo, SwapError> {
+        self.start_canary(handler, &bytes, percent, rules)?;
+        let serving = self.registry.load().handler(handler).cloned();
+        serving
+            .map(|component| self.info(&component))
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))
+    }
+
+    fn promote(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
+        let component = Reloader::promote(self, handler, "by an operator")?;
+        Ok(self.info(&component))
+    }
+
+    fn shadow(&self, handler: &str, bytes: Vec<u8>) -> Result<HandlerInfo, SwapError> {
+        self.start_shadow(handler, &bytes)?;
+        let serving = self.registry.load().handler(handler).cloned();
+        serving
+            .map(|component| self.info(&component))
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))
+    }
+
+    fn shadow_report(&self, handler: &str) -> Result<ShadowReport, SwapError> {
+        Reloader::shadow_report(self, handler)
+    }
+
+    fn discard_shadow(&self, handler: &str) -> Result<HandlerInfo, SwapError> {
+        let _swapping = lock(&self.swapping);
+        self.registry
+            .load()
+            .handler(handler)
+            .ok_or_else(|| SwapError::UnknownHandler(handler.to_string()))?;
+        let serving = self
+            .end_running_shadow(handler, "by an operator")
+            .ok_or_else(|| {
+                SwapError::Conflict(format!("handler `{handler}` has no shadow to discard"))
+            })?;
+        Ok(self.info(&serving))
     }
 
     fn pin(&self, handler: &str, version: Option<&str>) -> Result<HandlerInfo, SwapError> {
@@ -669,6 +1080,10 @@ impl HandlerControl for Reloader {
             Some(source) => source(),
             None => Err("the host has no Kafka clients yet".into()),
         }
+    }
+
+    fn config_in_force(&self) -> Option<LoadedConfig> {
+        Some(self.config())
     }
 
     fn healthy(&self) -> bool {

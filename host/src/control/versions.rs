@@ -34,6 +34,8 @@ pub enum How {
     Config,
     /// Kept at a start or re-read because it is pinned.
     Pinned,
+    /// Promoted from a canary.
+    Promote,
 }
 
 /// One time a version started serving.

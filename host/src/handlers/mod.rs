@@ -10,11 +10,13 @@
 //! - [`self_test`]: the checks a new version passes before it serves.
 
 pub mod bindings;
+pub mod canary;
 pub mod failure;
 pub mod registry;
 pub mod routing;
 pub mod sandbox;
 pub mod self_test;
+pub mod shadow;
 pub mod state;
 
 pub use failure::{ErrorKind, HandlerFailure};

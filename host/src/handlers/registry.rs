@@ -2,10 +2,14 @@
 //! an atomic pointer: readers take a snapshot per message, a reload builds a
 //! new table off the hot path and stores it in one step. [`Registry::load`]
 //! is the one way handlers are loaded from a config: by `host run`, `host
-//! check`, `host bench` and every re-read of the config.
+//! check`, `host bench` and every re-read of the config. A handler on trial
+//! has its [`Canary`] or [`Shadow`] here too, so a message's route and its
+//! versions are chosen from one snapshot.
 
+use super::canary::Canary;
 use super::sandbox::{HandlerComponent, HandlerSpec, Sandbox, version_of};
 use super::self_test::self_test;
+use super::shadow::Shadow;
 use crate::config::{ConfigError, FieldPath, HandlerPlan, LoadedConfig, Routing};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -19,6 +23,8 @@ pub type SharedRegistry = Arc<ArcSwap<Registry>>;
 pub struct Registry {
     handlers: BTreeMap<String, Arc<HandlerComponent>>,
     routes: BTreeMap<String, Arc<Routing>>,
+    canaries: BTreeMap<String, Arc<Canary>>,
+    shadows: BTreeMap<String, Arc<Shadow>>,
 }
 
 impl Registry {
@@ -82,19 +88,80 @@ impl Registry {
         Ok(registry)
     }
 
-    /// A copy of this registry with one handler replaced.
+    /// A copy of this registry with one handler replaced. A canary or a
+    /// shadow of that handler ends: it was compared with the version
+    /// replaced.
     pub fn with_handler(&self, component: Arc<HandlerComponent>) -> Self {
         let mut next = self.clone();
+        next.canaries.remove(component.name());
+        next.shadows.remove(component.name());
         next.handlers
             .insert(component.name().to_string(), component);
         next
     }
 
-    /// A copy of this registry without one handler.
+    /// A copy of this registry without one handler (and its canary or
+    /// shadow).
     pub fn without_handler(&self, name: &str) -> Self {
         let mut next = self.clone();
         next.handlers.remove(name);
+        next.canaries.remove(name);
+        next.shadows.remove(name);
         next
+    }
+
+    /// A copy of this registry with a shadow of one of its handlers.
+    pub fn with_shadow(&self, shadow: Arc<Shadow>) -> Self {
+        let mut next = self.clone();
+        next.shadows
+            .insert(shadow.component().name().to_string(), shadow);
+        next
+    }
+
+    /// A copy of this registry without a handler's shadow.
+    pub fn without_shadow(&self, name: &str) -> Self {
+        let mut next = self.clone();
+        next.shadows.remove(name);
+        next
+    }
+
+    /// The shadow of a handler, if one runs.
+    pub fn shadow(&self, name: &str) -> Option<&Arc<Shadow>> {
+        self.shadows.get(name)
+    }
+
+    /// Every running shadow, by handler.
+    pub fn shadows(&self) -> impl Iterator<Item = (&str, &Arc<Shadow>)> {
+        self.shadows
+            .iter()
+            .map(|(name, shadow)| (name.as_str(), shadow))
+    }
+
+    /// A copy of this registry with a canary of one of its handlers.
+    pub fn with_canary(&self, canary: Arc<Canary>) -> Self {
+        let mut next = self.clone();
+        next.canaries
+            .insert(canary.component().name().to_string(), canary);
+        next
+    }
+
+    /// A copy of this registry without a handler's canary.
+    pub fn without_canary(&self, name: &str) -> Self {
+        let mut next = self.clone();
+        next.canaries.remove(name);
+        next
+    }
+
+    /// The canary of a handler, if one runs.
+    pub fn canary(&self, name: &str) -> Option<&Arc<Canary>> {
+        self.canaries.get(name)
+    }
+
+    /// Every running canary, by handler.
+    pub fn canaries(&self) -> impl Iterator<Item = (&str, &Arc<Canary>)> {
+        self.canaries
+            .iter()
+            .map(|(name, canary)| (name.as_str(), canary))
     }
 
     /// The current version of a handler.

@@ -8,6 +8,7 @@
 //! recording a message is an atomic add behind a read lock, with no
 //! allocation.
 
+use super::recent::RecentDeadLetters;
 use crate::handlers::ErrorKind;
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use serde::Deserialize;
@@ -42,6 +43,8 @@ pub struct MetricFamilies {
     pub state_restore_seconds: prometheus::CounterVec,
     /// `stagehost_state_bytes{stage,partition}`.
     pub state_bytes: IntGaugeVec,
+    /// The last dead letters of every stage (not a Prometheus series).
+    pub recent_dead_letters: Arc<RecentDeadLetters>,
 }
 
 /// A stage's recording handle. Clones share their cached series.
@@ -138,6 +141,11 @@ impl StageMetrics {
                 .with_label_values(&[inner.stage.as_str(), kind])
         })
         .inc();
+    }
+
+    /// Where the stage keeps its last dead letters, for the console.
+    pub fn recent_dead_letters(&self) -> &RecentDeadLetters {
+        &self.inner.families.recent_dead_letters
     }
 
     /// Counts one failed handler call (`stagehost_handler_errors_total`).

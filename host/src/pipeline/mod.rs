@@ -12,7 +12,8 @@
 //! - [`exactly_once`]: Kafka transactions (`kafka.delivery: exactly-once`);
 //! - [`state`]: per-key state of a stage with `state:` (local store and
 //!   changelog);
-//! - [`metrics`]: what the path records.
+//! - [`metrics`]: what the path records;
+//! - [`recent`]: the last dead letters, for the admin console.
 
 pub mod at_least_once;
 pub mod dead_letter;
@@ -21,6 +22,7 @@ pub mod exactly_once;
 pub mod metrics;
 pub mod outputs;
 pub mod pending;
+pub mod recent;
 pub mod state;
 pub mod step;
 

@@ -11,6 +11,8 @@ use super::outputs::{Record, output_records};
 use super::state::access::{self, MessageState, Refusal, SharedPartition, StateLimits};
 use super::state::{StageState, now_ms};
 use crate::handlers::bindings::{HeaderRef, MessageRef, Output};
+use crate::handlers::canary::{Canary, Side, VersionTally};
+use crate::handlers::shadow::{Difference, Shadow};
 use crate::handlers::{ErrorKind, HandlerComponent, HandlerFailure, HandlerInstance, Registry};
 use crate::kafka::headers::{self, RawHeader};
 use rdkafka::Message as _;
@@ -27,12 +29,24 @@ pub(crate) enum Plan {
     DeadLetter(Record),
 }
 
-/// A worker's handlers: per handler its reusable instance and its metric
-/// series, kept from message to message.
+/// A worker's handlers: per handler (and per version on trial, while a
+/// canary or shadow runs) its reusable instance and its metric series,
+/// kept from message to message.
 #[derive(Default)]
 pub(crate) struct WorkerHandlers {
     /// Few per stage: a list is quicker to search than a map.
-    slots: Vec<(String, HandlerSlot)>,
+    slots: Vec<(String, Role, HandlerSlot)>,
+}
+
+/// Which of a handler's versions a slot runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The serving version (the stable side of a canary).
+    Serving,
+    /// The canary.
+    Canary,
+    /// The shadow.
+    Shadow,
 }
 
 struct HandlerSlot {
@@ -42,19 +56,72 @@ struct HandlerSlot {
 }
 
 impl WorkerHandlers {
-    fn slot(&mut self, handler: &str, stage: &StageMetrics) -> &mut HandlerSlot {
-        let index = match self.slots.iter().position(|(name, _)| name == handler) {
+    /// The slot of `handler`'s version in `role`. Once neither a canary
+    /// nor a shadow runs (`trial` is false), their slots' instances are let
+    /// go.
+    fn slot(
+        &mut self,
+        handler: &str,
+        role: Role,
+        trial: bool,
+        stage: &StageMetrics,
+    ) -> &mut HandlerSlot {
+        if !trial {
+            for (name, known, gone) in &mut self.slots {
+                if name == handler && *known != Role::Serving {
+                    gone.instance = None;
+                }
+            }
+        }
+        let index = match self
+            .slots
+            .iter()
+            .position(|(name, known, _)| name == handler && *known == role)
+        {
             Some(index) => index,
             None => {
                 let slot = HandlerSlot {
                     instance: None,
                     metrics: stage.handler_metrics(handler),
                 };
-                self.slots.push((handler.to_string(), slot));
+                self.slots.push((handler.to_string(), role, slot));
                 self.slots.len() - 1
             }
         };
-        &mut self.slots[index].1
+        &mut self.slots[index].2
+    }
+}
+
+/// Where a message goes, from one look at the registry: its handler, the
+/// version that runs it, the handler's canary with the side the message is
+/// on, and the handler's shadow, while one runs.
+#[derive(Clone, Copy)]
+struct Routed<'r> {
+    name: &'r str,
+    component: &'r Arc<HandlerComponent>,
+    canary: Option<(&'r Canary, Side)>,
+    shadow: Option<&'r Shadow>,
+}
+
+impl Routed<'_> {
+    fn role(&self) -> Role {
+        match self.canary {
+            Some((_, Side::Canary)) => Role::Canary,
+            _ => Role::Serving,
+        }
+    }
+
+    fn trial(&self) -> bool {
+        self.canary.is_some() || self.shadow.is_some()
+    }
+
+    /// The tally this message counts toward, while a canary runs.
+    fn tally(&self) -> Option<&VersionTally> {
+        self.canary.map(|(canary, side)| canary.tally(side))
+    }
+
+    fn same_version(&self, other: &Routed<'_>) -> bool {
+        self.name == other.name && Arc::ptr_eq(self.component, other.component)
     }
 }
 
@@ -101,29 +168,29 @@ impl Stage {
         let registry = self.registry.load_full();
         let mut outcomes: Vec<Option<Result<Vec<Record>, DeadLetter>>> =
             (0..messages.len()).map(|_| None).collect();
-        // Per handler, in order of first appearance, the messages it gets.
-        let mut groups: Vec<(&str, &Arc<HandlerComponent>, Vec<usize>)> = Vec::new();
+        // Per handler version, in order of first appearance, the messages
+        // it gets.
+        let mut groups: Vec<(Routed<'_>, Vec<usize>)> = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             match self.route_of(&registry, message) {
                 Err(letter) => outcomes[index] = Some(Err(letter)),
-                Ok((name, component)) => {
-                    match groups.iter_mut().find(|(known, ..)| *known == name) {
-                        Some((.., members)) => members.push(index),
-                        None => groups.push((name, component, vec![index])),
-                    }
-                }
+                Ok(routed) => match groups
+                    .iter_mut()
+                    .find(|(known, _)| known.same_version(&routed))
+                {
+                    Some((_, members)) => members.push(index),
+                    None => groups.push((routed, vec![index])),
+                },
             }
         }
-        for (name, component, members) in groups {
-            let mut answers = self
-                .call_batch(messages, &members, handlers, name, component)
-                .await;
+        for (routed, members) in groups {
+            let mut answers = self.call_batch(messages, &members, handlers, routed).await;
             for (position, &index) in members.iter().enumerate() {
                 let given = answers
                     .as_mut()
                     .map(|answers| std::mem::replace(&mut answers[position], Ok(Vec::new())));
                 outcomes[index] = Some(
-                    self.call_routed(&messages[index], handlers, None, name, component, given)
+                    self.call_routed(&messages[index], handlers, None, routed, given)
                         .await,
                 );
             }
@@ -152,13 +219,15 @@ impl Stage {
         messages: &[OwnedMessage],
         members: &[usize],
         handlers: &mut WorkerHandlers,
-        name: &str,
-        component: &Arc<HandlerComponent>,
+        routed: Routed<'_>,
     ) -> Option<Vec<Result<Vec<Output>, HandlerFailure>>> {
+        let Routed {
+            name, component, ..
+        } = routed;
         if members.len() < 2 || !component.has_batch() {
             return None;
         }
-        let slot = handlers.slot(name, &self.metrics);
+        let slot = handlers.slot(name, routed.role(), routed.trial(), &self.metrics);
         let instance = match &mut slot.instance {
             Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
             _ => {
@@ -183,6 +252,9 @@ impl Stage {
         let share = started.elapsed().as_secs_f64() / members.len() as f64;
         for _ in members {
             slot.metrics.call_took(share);
+            if let Some(tally) = routed.tally() {
+                tally.call_took(share);
+            }
         }
         slot.metrics.batch(members.len());
         match answered {
@@ -202,7 +274,7 @@ impl Stage {
     }
 
     /// Routes the message and runs its handler, retrying transient errors.
-    async fn run_handler(
+    pub(crate) async fn run_handler(
         &self,
         message: &OwnedMessage,
         handlers: &mut WorkerHandlers,
@@ -234,8 +306,8 @@ impl Stage {
         partition_state: Option<(&Arc<StageState>, SharedPartition)>,
     ) -> Result<Vec<Record>, DeadLetter> {
         let registry = self.registry.load();
-        let (name, component) = self.route_of(&registry, message)?;
-        self.call_routed(message, handlers, partition_state, name, component, None)
+        let routed = self.route_of(&registry, message)?;
+        self.call_routed(message, handlers, partition_state, routed, None)
             .await
     }
 
@@ -244,7 +316,7 @@ impl Stage {
         &self,
         registry: &'r Registry,
         message: &OwnedMessage,
-    ) -> Result<(&'r str, &'r Arc<HandlerComponent>), DeadLetter> {
+    ) -> Result<Routed<'r>, DeadLetter> {
         let value = message.payload().unwrap_or_default();
         let route = registry.route(&self.plan.name).ok_or_else(|| DeadLetter {
             kind: ErrorKind::UnknownRoute,
@@ -261,22 +333,162 @@ impl Stage {
             reason: format!("handler `{name}` is not loaded"),
             handler: None,
         })?;
-        Ok((name, component))
+        let canary = registry.canary(name).map(|canary| {
+            let takes = canary.takes(message.key(), message.partition(), message.offset());
+            let side = if takes { Side::Canary } else { Side::Stable };
+            (&**canary, side)
+        });
+        let component = match canary {
+            Some((canary, Side::Canary)) => canary.component(),
+            _ => component,
+        };
+        Ok(Routed {
+            name,
+            component,
+            canary,
+            shadow: registry.shadow(name).map(|shadow| &**shadow),
+        })
     }
 
-    /// Runs the message's handler (`component`), retrying transient errors,
-    /// and checks its outputs. `given` is the handler's first answer when a
-    /// batch call already gave it: it counts as the first attempt, so a
-    /// message comes out of a batch exactly as it would alone.
+    /// Runs the message's handler (the version `routed` chose), retrying
+    /// transient errors, and checks its outputs. `given` is the handler's
+    /// first answer when a batch call already gave it: it counts as the
+    /// first attempt, so a message comes out of a batch exactly as it would
+    /// alone. While a canary runs, the outcome counts toward its side.
     async fn call_routed(
         &self,
         message: &OwnedMessage,
         handlers: &mut WorkerHandlers,
         partition_state: Option<(&Arc<StageState>, SharedPartition)>,
-        name: &str,
-        component: &Arc<HandlerComponent>,
+        routed: Routed<'_>,
         given: Option<Result<Vec<Output>, HandlerFailure>>,
     ) -> Result<Vec<Record>, DeadLetter> {
+        // The shadow runs first, so that it sees the state the serving
+        // version sees.
+        let shadowed = match routed.shadow {
+            Some(shadow) => Some(
+                self.run_shadow(
+                    message,
+                    handlers,
+                    partition_state.as_ref(),
+                    routed.name,
+                    shadow,
+                )
+                .await,
+            ),
+            None => None,
+        };
+        let outcome = self
+            .run_routed(message, handlers, partition_state, routed, given)
+            .await;
+        if let Some(tally) = routed.tally() {
+            match &outcome {
+                Ok(records) => tally.handled(records.len()),
+                Err(letter) => tally.dead_lettered(letter.kind),
+            }
+        }
+        if let (Some(shadow), Some(shadowed)) = (routed.shadow, shadowed) {
+            self.compare_shadow(message, shadow, &outcome, &shadowed);
+        }
+        outcome
+    }
+
+    /// Runs the shadow version on a message once (no retries), with a
+    /// throwaway overlay of the serving state: what it would have made,
+    /// checked as outputs are, and never produced.
+    async fn run_shadow(
+        &self,
+        message: &OwnedMessage,
+        handlers: &mut WorkerHandlers,
+        partition_state: Option<&(&Arc<StageState>, SharedPartition)>,
+        name: &str,
+        shadow: &Shadow,
+    ) -> Result<Vec<Record>, DeadLetter> {
+        let component = shadow.component();
+        let identity = || Some((name.to_string(), component.version().to_string()));
+        let failed = |failure: HandlerFailure| DeadLetter {
+            kind: failure.kind(),
+            reason: failure.to_string(),
+            handler: identity(),
+        };
+        let header_texts = HeaderTexts::of(message);
+        let headers = header_texts.refs();
+        let input = wit_message(message, &headers);
+        let slot = handlers.slot(name, Role::Shadow, true, &self.metrics);
+        let instance = match &mut slot.instance {
+            Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
+            _ => {
+                slot.instance = None;
+                slot.instance
+                    .insert(component.instantiate().await.map_err(failed)?)
+            }
+        };
+        if let Some((_, partition)) = partition_state {
+            lend_state(instance, component, message, partition);
+        }
+        let handled = instance.handle_borrowed(input).await;
+        // The overlay of the shadow's writes is dropped here, unread.
+        drop(instance.take_state());
+        let outputs = handled.map_err(|failure| {
+            if failure.poisons_instance() {
+                slot.instance = None;
+            }
+            failed(failure)
+        })?;
+        output_records(
+            outputs,
+            &self.outputs,
+            &component.limits(),
+            message.key(),
+            message.headers(),
+            name,
+            component.version(),
+        )
+        .map_err(|refused| DeadLetter {
+            kind: refused.kind(),
+            reason: refused.to_string(),
+            handler: identity(),
+        })
+    }
+
+    /// Counts whether the shadow made what the serving version made, and
+    /// keeps the message's two outcomes when not.
+    fn compare_shadow(
+        &self,
+        message: &OwnedMessage,
+        shadow: &Shadow,
+        serving: &Result<Vec<Record>, DeadLetter>,
+        shadowed: &Result<Vec<Record>, DeadLetter>,
+    ) {
+        let changelog = self.state.as_ref().map(|state| state.changelog());
+        let (serving, shadowed) = (
+            outcome_view(serving, changelog),
+            outcome_view(shadowed, changelog),
+        );
+        if serving == shadowed {
+            shadow.agreed();
+        } else {
+            shadow.differed(Difference {
+                partition: message.partition(),
+                offset: message.offset(),
+                serving,
+                shadow: shadowed,
+            });
+        }
+    }
+
+    /// [`Stage::call_routed`] before its outcome is counted.
+    async fn run_routed(
+        &self,
+        message: &OwnedMessage,
+        handlers: &mut WorkerHandlers,
+        partition_state: Option<(&Arc<StageState>, SharedPartition)>,
+        routed: Routed<'_>,
+        given: Option<Result<Vec<Output>, HandlerFailure>>,
+    ) -> Result<Vec<Record>, DeadLetter> {
+        let Routed {
+            name, component, ..
+        } = routed;
         let mut given = given;
         let identity = || Some((name.to_string(), component.version().to_string()));
         let header_texts = HeaderTexts::of(message);
@@ -285,7 +497,7 @@ impl Stage {
         let retry = self.plan.retry;
         let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
         let mut attempt = 1;
-        let slot = handlers.slot(name, &self.metrics);
+        let slot = handlers.slot(name, routed.role(), routed.trial(), &self.metrics);
         let outputs = loop {
             let (handled, state) = match given.take() {
                 Some(answer) => (answer, None),
@@ -304,25 +516,15 @@ impl Stage {
                         }
                     };
                     if let Some((_, partition)) = &partition_state {
-                        let limits = component.limits();
-                        let limits = StateLimits {
-                            bytes: limits.state_bytes,
-                            writes: limits.state_writes,
-                        };
-                        let now = message
-                            .timestamp()
-                            .to_millis()
-                            .and_then(|ms| u64::try_from(ms).ok())
-                            .unwrap_or_else(now_ms);
-                        instance.lend_state(Box::new(MessageState::new(
-                            partition.clone(),
-                            now,
-                            limits,
-                        )));
+                        lend_state(instance, component, message, partition);
                     }
                     let started = Instant::now();
                     let handled = instance.handle_borrowed(input).await;
-                    slot.metrics.call_took(started.elapsed().as_secs_f64());
+                    let took = started.elapsed().as_secs_f64();
+                    slot.metrics.call_took(took);
+                    if let Some(tally) = routed.tally() {
+                        tally.call_took(took);
+                    }
                     let state = partition_state.as_ref().and_then(|_| {
                         let lent = instance.take_state()?;
                         lent.into_any().downcast::<MessageState>().ok()
@@ -434,16 +636,77 @@ impl Stage {
     /// Counts and logs a dead letter.
     pub(crate) fn log_dead_letter(&self, message: &OwnedMessage, letter: &DeadLetter) {
         self.metrics.dead_lettered(letter.kind);
+        let reason = letter.reason_line();
         tracing::warn!(
             stage = %self.plan.name,
             kind = letter.kind.as_str(),
-            reason = %letter.reason_line(),
+            reason = %reason,
             topic = message.topic(),
             partition = message.partition(),
             offset = message.offset(),
             handler = letter.handler.as_ref().map(|(name, _)| name.as_str()),
             "message dead-lettered"
         );
+        self.metrics
+            .recent_dead_letters()
+            .record(&self.plan.name, message, letter, reason);
+    }
+}
+
+/// Lends `instance` the state `message` sees in `partition`, within the
+/// component's state limits, for one call.
+fn lend_state(
+    instance: &mut HandlerInstance,
+    component: &HandlerComponent,
+    message: &OwnedMessage,
+    partition: &SharedPartition,
+) {
+    let limits = component.limits();
+    let limits = StateLimits {
+        bytes: limits.state_bytes,
+        writes: limits.state_writes,
+    };
+    let now = message
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .unwrap_or_else(now_ms);
+    instance.lend_state(Box::new(MessageState::new(partition.clone(), now, limits)));
+}
+
+/// What a message came out as, for comparing a shadow with the serving
+/// version: each output's topic, key, value and the handler's own headers
+/// (the host's `stagehost-*` ones name the version, so they always differ),
+/// or the dead letter's kind. Changelog records are left out: a shadow's
+/// state writes are thrown away.
+fn outcome_view(
+    outcome: &Result<Vec<Record>, DeadLetter>,
+    changelog: Option<&str>,
+) -> serde_json::Value {
+    let bytes = |bytes: Option<&[u8]>| bytes.map_or(serde_json::Value::Null, headers::bytes_json);
+    match outcome {
+        Ok(records) => {
+            let outputs: Vec<serde_json::Value> = records
+                .iter()
+                .filter(|record| Some(record.topic.as_str()) != changelog)
+                .map(|record| {
+                    let headers: serde_json::Map<String, serde_json::Value> =
+                        headers::raw_headers(&record.headers)
+                            .iter()
+                            .filter(|header| !header.key.starts_with(b"stagehost-"))
+                            .map(|header| (header.key_text().into_owned(), bytes(header.value)))
+                            .collect();
+                    serde_json::json!({
+                        "topic": record.topic,
+                        "key": bytes(record.key.as_deref()),
+                        "value": bytes(record.value.as_deref()),
+                        "headers": headers,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "outputs": outputs })
+        }
+        Err(letter) => serde_json::json!({ "dead_letter": { "kind": letter.kind.as_str() } }),
     }
 }
 
