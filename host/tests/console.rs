@@ -4,7 +4,8 @@
 //! the page gets the token from its URL fragment, draws a node per stage,
 //! shows a rate above zero once messages flow and the dead letter a bad one
 //! made, and a click on Rollback changes the serving version (and
-//! `GET /handlers` agrees). A canary shows in a row of its own with its
+//! `GET /handlers` agrees); a click on Redrive asks with the dry run's
+//! count and sends the dead letter back. A canary shows in a row of its own with its
 //! rate, and a click on Promote makes it the serving version. The
 //! screenshot in the README is the one the first test writes to
 //! `target/console.png`.
@@ -255,6 +256,19 @@ impl Browser {
         .await;
     }
 
+    /// Waits for the page's dialog (`window.confirm`), accepts it, and
+    /// returns its text.
+    async fn accept_dialog(&self) -> String {
+        let path = format!("/session/{}/alert/text", self.session);
+        let text = eventually("a dialog opens", WAIT, || async {
+            let (status, answer) = json_request(self.address, "GET", &path, None).await;
+            (status == 200).then(|| answer["value"].as_str().unwrap_or_default().to_string())
+        })
+        .await;
+        self.command("POST", "/alert/accept", Some(json!({}))).await;
+        text
+    }
+
     async fn screenshot(&self) -> Vec<u8> {
         let encoded = self.command("GET", "/screenshot", None).await;
         base64_decode(encoded.as_str().expect("base64 PNG"))
@@ -502,6 +516,24 @@ async fn the_console_shows_the_pipeline_live_and_rolls_back() {
     })
     .await;
     assert_eq!(serving(admin, "add").await["version"], first["version"]);
+
+    // Redrive by a click: a dry run says how many, the dialog confirms, and
+    // the bad message goes back through the stage (and fails again).
+    browser
+        .click("button.redrive[data-stage=\"calculator\"]")
+        .await;
+    let asked = browser.accept_dialog().await;
+    assert!(
+        asked.starts_with("would redrive 1 dead letter(s)"),
+        "{asked}"
+    );
+    eventually("the redrive answer is shown", WAIT, || async {
+        let message = browser.text_of("#message").await?;
+        message
+            .starts_with("redrove 1 dead letter(s)")
+            .then_some(())
+    })
+    .await;
 
     sending.store(false, Ordering::SeqCst);
     let sent = sender.await.unwrap();

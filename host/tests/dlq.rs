@@ -192,6 +192,26 @@ async fn redrive_after_a_fix(exactly_once: bool) {
 
     let dry = redrive(&config, &["--kind", "unknown-route", "--dry-run"]);
     assert!(dry.starts_with("would redrive 3 dead letter(s)"), "{dry}");
+    // The admin API's redrive (the console's button) says the same.
+    let admin = tokio::task::block_in_place(|| host.admin_address(WAIT));
+    let (status, body) = common::http(
+        admin,
+        "POST",
+        "/stages/calculator/redrive?kind=unknown-route&dry_run=true",
+        None,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (answer["sent"].as_u64(), answer["dry_run"].as_bool()),
+        (Some(3), Some(true)),
+        "{body}"
+    );
+    let (status, body) = common::http(admin, "POST", "/stages/gone/redrive", None, b"").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no stage `gone`"), "{body}");
 
     // The fix: `plus` gets a route, read again on SIGHUP.
     let fixed = std::fs::read_to_string(&config).unwrap().replace(
@@ -206,7 +226,23 @@ async fn redrive_after_a_fix(exactly_once: bool) {
     assert!(hup.success());
     tokio::task::block_in_place(|| host.wait_for_log("config re-read", WAIT));
 
-    let first = redrive(&config, &["--kind", "unknown-route"]);
+    // At least once through the CLI, exactly once through the admin API.
+    let first = match exactly_once {
+        false => redrive(&config, &["--kind", "unknown-route"]),
+        true => {
+            let (status, body) = common::http(
+                admin,
+                "POST",
+                "/stages/calculator/redrive?kind=unknown-route",
+                None,
+                b"",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            answer["summary"].as_str().unwrap().to_string()
+        }
+    };
     assert!(
         first.starts_with(&format!(
             "redrove 3 dead letter(s) of stage `calculator` to {} (0 redriven before",

@@ -15,7 +15,6 @@ mod send;
 mod state;
 mod tail;
 mod test;
-mod topic_read;
 
 pub use bench::BenchOptions;
 pub use new_plugin::{Language, Scaffolded, find_kit, new_plugin};

@@ -23,11 +23,11 @@
 //! partition, a range with no messages, a side topic that would feed the
 //! stage) is refused before anything is produced.
 
-use super::topic_read::{self, EndReader};
 use crate::config::{Limits, LoadedConfig, Routing, StagePlan, is_internal_topic};
 use crate::control::metrics::Metrics;
 use crate::handlers::{ErrorKind, HandlerSpec, Registry, Sandbox};
 use crate::kafka::headers::raw_headers;
+use crate::kafka::topic_read::{self, EndReader};
 use crate::kafka::{
     Bootstrap, Clients, HostContext, HostProducer, StageConsumer, StageContext, consumer_config,
     max_record_bytes, producer_config,
@@ -590,7 +590,7 @@ fn run_ranges(
                 continue;
             }
             Err(err) => {
-                super::tail::read_error(consumer.context().trouble(), &input, err)?;
+                crate::kafka::topic_read::read_error(consumer.context().trouble(), &input, err)?;
                 continue;
             }
         };

@@ -78,7 +78,7 @@ pub async fn send(
         let producer = producer.clone();
         let brokers = brokers.to_string();
         tokio::task::spawn_blocking(move || {
-            super::tail::wait_for_brokers(producer.client(), &trouble, &brokers)
+            crate::kafka::topic_read::wait_for_brokers(producer.client(), &trouble, &brokers)
         })
         .await??;
     }

@@ -15,9 +15,9 @@
 //! The key and value are the stored text, or `{"base64": …}` when they are
 //! not UTF-8; `expires_at` is in ms since the Unix epoch.
 
-use super::topic_read::EndReader;
 use crate::config::{LoadedConfig, StagePlan};
 use crate::kafka::headers::bytes_json;
+use crate::kafka::topic_read::EndReader;
 use crate::pipeline::state::expires_at;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use serde_json::Value;
@@ -94,7 +94,7 @@ pub type Entries = BTreeMap<(i32, Vec<u8>), Entry>;
 
 /// The stage `name` of the config, which must have state.
 fn stateful_stage<'a>(config: &'a LoadedConfig, name: &str) -> anyhow::Result<&'a StagePlan> {
-    let stage = super::topic_read::stage(config, name)?;
+    let stage = crate::kafka::topic_read::stage(config, name)?;
     anyhow::ensure!(
         stage.state.is_some(),
         "stage `{name}` of {} has no `state:`: it keeps no state to dump",

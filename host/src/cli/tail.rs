@@ -8,9 +8,10 @@
 //! the partitions and prints records as they arrive.
 
 use crate::kafka::headers::{base64, raw_headers};
+use crate::kafka::topic_read::{read_error, wait_for_brokers};
 use crate::kafka::{BrokerTrouble, CONNECT_WAIT, HostContext};
 use anyhow::Context as _;
-use rdkafka::client::{Client, ClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -217,45 +218,6 @@ impl ClientContext for TailContext {
 }
 
 impl ConsumerContext for TailContext {}
-
-/// Waits until the brokers at `brokers` answer a metadata request, for at
-/// most [`CONNECT_WAIT`], as the host does at start: librdkafka's
-/// complaints meanwhile are only counted, and a failure is one error naming
-/// the address (an authentication failure ends the wait at once).
-pub(super) fn wait_for_brokers<C: ClientContext>(
-    client: &Client<C>,
-    trouble: &BrokerTrouble,
-    brokers: &str,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    trouble.set_quiet(true);
-    loop {
-        let failure = match client.fetch_metadata(None, Duration::from_millis(500)) {
-            Ok(_) => {
-                trouble.set_quiet(false);
-                return Ok(());
-            }
-            Err(err) => err,
-        };
-        if let Some(reason) = trouble.authentication_failure() {
-            anyhow::bail!("authentication failed at {brokers}: {reason}");
-        }
-        if started.elapsed() >= CONNECT_WAIT {
-            let cause = match trouble.first() {
-                Some((first, count)) => {
-                    let first = first.strip_prefix("kafka: ").unwrap_or(&first).to_string();
-                    format!("{first} ({count} complaint(s) from librdkafka)")
-                }
-                None => failure.to_string(),
-            };
-            anyhow::bail!(
-                "cannot reach Kafka at {brokers} within {} s: {cause}; \
-                 is a broker running there? (`make kafka-up` starts one on 127.0.0.1:9092)",
-                CONNECT_WAIT.as_secs()
-            );
-        }
-    }
-}
 
 /// The partitions of `topic` to read: `wanted`, or all of them. Fails when
 /// the topic or a wanted partition does not exist.
@@ -534,32 +496,6 @@ fn follow(
         printed += 1;
     }
     Ok(())
-}
-
-/// An error while reading: fatal when the topic is gone or may not be read;
-/// otherwise (the brokers' trouble) folded into `trouble` with librdkafka's
-/// other complaints, and the consumer goes on. (`host state dump` reads the
-/// same way.)
-pub(super) fn read_error(
-    trouble: &BrokerTrouble,
-    topic: &str,
-    err: KafkaError,
-) -> anyhow::Result<()> {
-    match err.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::UnknownPartition
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed,
-        ) => Err(anyhow::Error::new(err).context(format!("reading `{topic}`"))),
-        _ => {
-            let reason = format!("reading `{topic}`: {err}");
-            trouble.error(&err, &reason);
-            Ok(())
-        }
-    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -21,6 +21,7 @@
 //! | `GET /state/{stage}/{key}` | 200 `{stage, key, partition, value, expires_at}` from this host's store, 404 not here or no such key |
 //! | `POST /stages/{name}/pause` | 200 `{stage, paused: true, changed}`: the stage stops fetching (what it holds is finished, nothing is lost, lag is still reported), 404 no such stage runs here |
 //! | `POST /stages/{name}/resume` | 200 `{stage, paused: false, changed}`, 404 |
+//! | `POST /stages/{name}/redrive[?kind=K,K&handler=H&since=TIME&dry_run=true]` | 200 `{stage, input, sent, already, dry_run, summary}`: `host dlq redrive` with the config in force; 400 bad query, 404 no such stage, 502 Kafka failed |
 //! | `GET /graph` | 200, the pipeline graph for the console: topics, stages (running, paused), edges |
 //! | `GET /dead-letters` | 200, the host's last 50 dead letters, newest first |
 //! | `GET /`, `/console.js`, `/console.css` | the live console ([`console`]), served without the token |
@@ -34,6 +35,7 @@
 //! file, a config re-read).
 
 use super::console;
+use super::dead_letter_topic::{RedriveFilter, redrive};
 pub use super::handlers::rfc3339;
 use super::handlers::{HandlerControl, HandlerInfo, SwapError, TopicInfo};
 use super::metrics::Metrics;
@@ -123,6 +125,7 @@ fn router(token: Option<String>, state: AppState) -> Router {
         .route("/state/{stage}/{key}", get(state_entry))
         .route("/stages/{name}/pause", post(pause_stage))
         .route("/stages/{name}/resume", post(resume_stage))
+        .route("/stages/{name}/redrive", post(redrive_stage))
         .route("/graph", get(pipeline_graph))
         .route("/dead-letters", get(recent_dead_letters))
         .merge(console::pages())
@@ -258,6 +261,88 @@ fn set_paused(State(state): State<AppState>, Path(name): Path<String>, paused: b
         )
         .into_response(),
     }
+}
+
+/// `?kind=K[,K...]&handler=H&since=TIME&dry_run=true` of
+/// `POST /stages/{name}/redrive`.
+#[derive(serde::Deserialize)]
+struct RedriveQuery {
+    kind: Option<String>,
+    handler: Option<String>,
+    since: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /stages/{name}/redrive`: what `host dlq redrive` does, with the
+/// config in force, on the blocking pool (it reads the dead-letter topic to
+/// its end and sends the letters back in transactions).
+async fn redrive_stage(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<RedriveQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    let Some(config) = state.control.config_in_force() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host has no config in force yet".into(),
+        ));
+    };
+    if !config
+        .pipeline
+        .stages
+        .iter()
+        .any(|stage| stage.name == name)
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no stage `{name}` in {}", config.path.display()),
+        ));
+    }
+    let since = match &query.since {
+        None => None,
+        Some(text) => {
+            let at = humantime::parse_rfc3339_weak(text).map_err(|err| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("since `{text}` is not a time like 2026-12-03T10:00:00Z: {err}"),
+                )
+            })?;
+            Some(
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64),
+            )
+        }
+    };
+    let filter = RedriveFilter {
+        kinds: query
+            .kind
+            .iter()
+            .flat_map(|kinds| kinds.split(','))
+            .filter(|kind| !kind.is_empty())
+            .map(str::to_string)
+            .collect(),
+        handler: query.handler,
+        since,
+    };
+    let (stage, dry_run) = (name.clone(), query.dry_run);
+    let done = blocking(move || redrive(&config, &stage, &filter, dry_run))
+        .await?
+        .map_err(|err| {
+            tracing::warn!(stage = %name, cause = %format!("{err:#}"), "redrive failed");
+            ApiError(StatusCode::BAD_GATEWAY, format!("{err:#}"))
+        })?;
+    tracing::info!(stage = %name, sent = done.sent, already = done.already, dry_run, "redrive through the admin API");
+    Ok(Json(serde_json::json!({
+        "stage": done.stage,
+        "input": done.input,
+        "sent": done.sent,
+        "already": done.already,
+        "dry_run": done.dry_run,
+        "summary": done.to_string(),
+    })))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

@@ -6,6 +6,7 @@
 //! - [`reload`]: hot swaps from files, uploads, rollbacks and SIGHUP;
 //! - [`admin`]: the admin HTTP API;
 //! - [`console`]: the live console the admin port serves at `/`;
+//! - [`dead_letter_topic`]: a stage's dead letters counted and redriven;
 //! - [`versions`]: every version a handler served, kept on disk, and pins;
 //! - [`handlers`]: what the API and the reloader share;
 //! - [`metrics`]: the Prometheus registry;
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod console;
+pub mod dead_letter_topic;
 pub mod handlers;
 pub mod host;
 pub mod metrics;

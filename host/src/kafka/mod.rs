@@ -6,12 +6,14 @@
 //!   stage consumers' context (statistics, rebalance logs);
 //! - [`topics`]: waiting for the brokers and creating topics;
 //! - [`headers`]: reading record headers whose keys may not be UTF-8;
+//! - [`topic_read`]: reading a topic to its end without joining a group;
 //! - [`embedded`]: the in-memory development broker.
 
 pub mod clients;
 pub mod context;
 pub mod embedded;
 pub mod headers;
+pub mod topic_read;
 pub mod topics;
 
 pub use clients::{

@@ -641,16 +641,26 @@
       () => `paused ${d.stage}: it takes nothing new, nothing is lost`],
     resume: (d) => ['POST', `/stages/${encodeURIComponent(d.stage)}/resume`,
       () => `resumed ${d.stage}`],
+    redrive: (d) => ['POST', `/stages/${encodeURIComponent(d.stage)}/redrive`,
+      (answer) => answer.summary],
   };
 
   async function act(target) {
     const data = target.dataset;
     const action = data.action;
     if (action === 'redrive') {
-      say(`Redrive runs from the command line, next to the running host:\n\n` +
-        `  host dlq redrive ${data.config || 'CONFIG'} --stage ${data.stage} --dry-run\n` +
-        `  host dlq redrive ${data.config || 'CONFIG'} --stage ${data.stage}`);
-      return;
+      // A dry run first, so the operator sees how many letters would go.
+      try {
+        const dry = await api('POST', `/stages/${encodeURIComponent(data.stage)}/redrive?dry_run=true`);
+        if (dry.sent === 0) {
+          say(dry.summary);
+          return;
+        }
+        if (!window.confirm(`${dry.summary}. Send them back through ${data.stage}?`)) return;
+      } catch (err) {
+        say(err.message, true);
+        return;
+      }
     }
     const [method, path, done] = ACTIONS[action](data);
     target.disabled = true;

@@ -1,11 +1,12 @@
 //! Reading a topic from its beginning to its current end, without a running
-//! host and without joining a group: what `host state dump` and `host dlq`
-//! share. The consumer uses the config's Kafka client properties and reads
+//! host and without joining a group: what `host state dump`, `host dlq`,
+//! `host replay` and the admin API's redrive share. The consumer uses the config's Kafka client properties and reads
 //! committed records only (`read_committed`).
 
+use super::{BrokerTrouble, HostContext, consumer_config};
 use crate::config::{Brokers, LoadedConfig, StagePlan};
-use crate::kafka::{BrokerTrouble, HostContext, consumer_config};
 use anyhow::Context as _;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
@@ -71,7 +72,7 @@ impl EndReader {
         let consumer: BaseConsumer<HostContext> = settings
             .create_with_context(HostContext::new(trouble.clone()))
             .context("creating the Kafka consumer (check kafka.properties and kafka.consumer)")?;
-        super::tail::wait_for_brokers(consumer.client(), &trouble, &brokers)?;
+        wait_for_brokers(consumer.client(), &trouble, &brokers)?;
         Ok(Self { consumer, brokers })
     }
 
@@ -180,9 +181,70 @@ impl EndReader {
                 Err(KafkaError::PartitionEOF(partition)) => {
                     reading.remove(&partition);
                 }
-                Err(err) => super::tail::read_error(consumer.context().trouble(), topic, err)?,
+                Err(err) => read_error(consumer.context().trouble(), topic, err)?,
             }
         }
         Ok(())
+    }
+}
+
+/// Waits until the brokers at `brokers` answer a metadata request, for at
+/// most [`CONNECT_WAIT`](super::CONNECT_WAIT), as the host does at start: librdkafka's
+/// complaints meanwhile are only counted, and a failure is one error naming
+/// the address (an authentication failure ends the wait at once).
+pub fn wait_for_brokers<C: ClientContext>(
+    client: &Client<C>,
+    trouble: &BrokerTrouble,
+    brokers: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    trouble.set_quiet(true);
+    loop {
+        let failure = match client.fetch_metadata(None, Duration::from_millis(500)) {
+            Ok(_) => {
+                trouble.set_quiet(false);
+                return Ok(());
+            }
+            Err(err) => err,
+        };
+        if let Some(reason) = trouble.authentication_failure() {
+            anyhow::bail!("authentication failed at {brokers}: {reason}");
+        }
+        if started.elapsed() >= super::CONNECT_WAIT {
+            let cause = match trouble.first() {
+                Some((first, count)) => {
+                    let first = first.strip_prefix("kafka: ").unwrap_or(&first).to_string();
+                    format!("{first} ({count} complaint(s) from librdkafka)")
+                }
+                None => failure.to_string(),
+            };
+            anyhow::bail!(
+                "cannot reach Kafka at {brokers} within {} s: {cause}; \
+                 is a broker running there? (`make kafka-up` starts one on 127.0.0.1:9092)",
+                super::CONNECT_WAIT.as_secs()
+            );
+        }
+    }
+}
+
+/// An error while reading: fatal when the topic is gone or may not be read;
+/// otherwise (the brokers' trouble) folded into `trouble` with librdkafka's
+/// other complaints, and the consumer goes on. (`host state dump` reads the
+/// same way.)
+pub fn read_error(trouble: &BrokerTrouble, topic: &str, err: KafkaError) -> anyhow::Result<()> {
+    match err.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ) => Err(anyhow::Error::new(err).context(format!("reading `{topic}`"))),
+        _ => {
+            let reason = format!("reading `{topic}`: {err}");
+            trouble.error(&err, &reason);
+            Ok(())
+        }
     }
 }
