@@ -5,11 +5,14 @@
 //!
 //! ```text
 //! cli        the command line: one file per command; `main` only dispatches
-//!  └ control   the supervisor (Host::start, Host::run), admin API, reload, metrics
+//!  └ control   the supervisor (Host::start, Host::run), admin API and console, reload
+//!     │          (swaps, canaries, shadows), dead-letter redrive, metrics
 //!     └ pipeline  one stage's message path: the per-message step, at least once, exactly once,
 //!        │          and the state of stateful stages (stores, changelogs, restores)
-//!        ├ handlers  bindings, sandbox, registry, routing, self-test, the guest's view of state
-//!        └ kafka     clients, their contexts, headers, topics, the embedded broker
+//!        ├ handlers  bindings, sandbox, registry (with canaries and shadows), routing,
+//!        │          self-test, the guest's view of state
+//!        └ kafka     clients, their contexts, headers, topics, reading a topic to its end,
+//!                   the embedded broker
 //!           └ config    parsing, error locations, secrets, the resolved pipeline, the graph
 //! ```
 //!

@@ -3,7 +3,9 @@
 //! accounted for, a good canary is promoted by itself without a key going
 //! back to the old version, a shadow that computes differently is reported
 //! and produces nothing, a shadow of a stateful handler reads the serving
-//! state and keeps none of its writes, and bad requests change nothing.
+//! state and keeps none of its writes, a canary of a stateful handler keeps
+//! each key on one version over the stage's one state, and bad requests
+//! change nothing.
 
 mod common;
 
@@ -18,11 +20,67 @@ const VERSION: &str = "stagehost-handler-version";
 
 /// A calculator host with its admin port.
 async fn start(topics: &Topics) -> (RunningHost, SocketAddr) {
+    start_yaml(calculator_yaml(topics, 2)).await
+}
+
+/// A host running `yaml`, with its admin port.
+async fn start_yaml(yaml: String) -> (RunningHost, SocketAddr) {
     let (admin_sender, admin_address) = tokio::sync::oneshot::channel();
-    let host = RunningHost::start_with(config_from(calculator_yaml(topics, 2)), move |ready| {
+    let host = RunningHost::start_with(config_from(yaml), move |ready| {
         let _ = admin_sender.send(ready.admin.expect("the admin port listens"));
     });
     (host, admin_address.await.unwrap())
+}
+
+/// One stage keeping a running total per account (the stateful
+/// `running-total` handler) on `topics`.
+fn running_total_yaml(topics: &Topics) -> String {
+    format!(
+        r#"
+kafka:
+  brokers: {brokers}
+  group: {group}
+admin:
+  listen: 127.0.0.1:0
+handlers:
+  running-total:
+    path: target/wasm32-wasip2/release/running_total.wasm
+stages:
+  - name: totals
+    input: {input}
+    output: {output}
+    dead_letter: {dead_letter}
+    handler: running-total
+    state: {{}}
+"#,
+        brokers = common::brokers(),
+        group = topics.group,
+        input = topics.input,
+        output = topics.output,
+        dead_letter = topics.dead_letter,
+    )
+}
+
+/// Sends amounts 1..=`count`, keyed by their account (`account-{n % accounts}`).
+async fn send_amounts(producer: &FutureProducer, topic: &str, count: u64, accounts: u64) {
+    for n in 1..=count {
+        let account = format!("account-{}", n % accounts);
+        let value = format!(r#"{{"account": "{account}", "amount": {n}}}"#);
+        common::send(producer, topic, Some(&account), value.as_bytes(), &[]).await;
+    }
+}
+
+/// Checks every output's total is its account's amounts so far.
+fn assert_running_totals(outputs: &[common::Received]) {
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sorted: Vec<serde_json::Value> = outputs.iter().map(|output| output.json()).collect();
+    sorted.sort_by_key(|output| output["amount"].as_u64().unwrap());
+    for output in sorted {
+        let account = output["account"].as_str().unwrap().to_string();
+        let total = totals.entry(account).or_default();
+        *total += output["amount"].as_u64().unwrap();
+        assert_eq!(output["total"], *total, "{output}");
+    }
 }
 
 async fn handler(admin: SocketAddr, name: &str) -> serde_json::Value {
@@ -499,35 +557,7 @@ async fn a_shadow_that_computes_differently_is_reported_and_produces_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_of_a_stateful_handler_reads_the_serving_state_and_keeps_none_of_its_writes() {
     let topics = Topics::new();
-    let yaml = format!(
-        r#"
-kafka:
-  brokers: {brokers}
-  group: {group}
-admin:
-  listen: 127.0.0.1:0
-handlers:
-  running-total:
-    path: target/wasm32-wasip2/release/running_total.wasm
-stages:
-  - name: totals
-    input: {input}
-    output: {output}
-    dead_letter: {dead_letter}
-    handler: running-total
-    state: {{}}
-"#,
-        brokers = common::brokers(),
-        group = topics.group,
-        input = topics.input,
-        output = topics.output,
-        dead_letter = topics.dead_letter,
-    );
-    let (admin_sender, admin_address) = tokio::sync::oneshot::channel();
-    let host = RunningHost::start_with(config_from(yaml), move |ready| {
-        let _ = admin_sender.send(ready.admin.expect("the admin port listens"));
-    });
-    let admin = admin_address.await.unwrap();
+    let (host, admin) = start_yaml(running_total_yaml(&topics)).await;
     // The other build of the same handler: with the serving state it
     // agrees on every total; with its own writes kept, the serving totals
     // would count each amount twice.
@@ -542,29 +572,47 @@ stages:
     .await;
     assert_eq!(status, 200, "{body}");
     let producer = producer();
-    for n in 1..=30u64 {
-        let account = format!("account-{}", n % 3);
-        let value = format!(r#"{{"account": "{account}", "amount": {n}}}"#);
-        common::send(
-            &producer,
-            &topics.input,
-            Some(&account),
-            value.as_bytes(),
-            &[],
-        )
-        .await;
-    }
+    send_amounts(&producer, &topics.input, 30, 3).await;
     let outputs = read(&topics.output, 30, WAIT, Duration::from_secs(1)).await;
     let report = shadow_compared(admin, "running-total", 30).await;
     host.stop().await.expect("host stops cleanly");
     assert_eq!(report["agreements"], 30, "{report}");
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sorted: Vec<serde_json::Value> = outputs.iter().map(|output| output.json()).collect();
-    sorted.sort_by_key(|output| output["amount"].as_u64().unwrap());
-    for output in sorted {
-        let account = output["account"].as_str().unwrap().to_string();
-        let total = totals.entry(account).or_default();
-        *total += output["amount"].as_u64().unwrap();
-        assert_eq!(output["total"], *total, "{output}");
+    assert_running_totals(&outputs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_of_a_stateful_handler_keeps_each_account_on_one_version_and_one_state() {
+    let topics = Topics::new();
+    let (host, admin) = start_yaml(running_total_yaml(&topics)).await;
+    let stable = serving_version(admin, "running-total").await;
+    let other_build = std::fs::read(plugin("wasm32-wasip1", "running_total")).unwrap();
+    // No verdict within this test: the canary runs throughout.
+    let path = "/handlers/running-total?canary=50&min_messages=1000000";
+    let (status, body) = common::http(admin, "PUT", path, None, &other_build).await;
+    assert_eq!(status, 200, "{body}");
+    let producer = producer();
+    send_amounts(&producer, &topics.input, 60, 6).await;
+    let outputs = read(&topics.output, 60, WAIT, Duration::from_secs(1)).await;
+    let info = handler(admin, "running-total").await;
+    host.stop().await.expect("host stops cleanly");
+    assert_eq!(outputs.len(), 60);
+    // Both versions read and write the stage's one state: every total is right.
+    assert_running_totals(&outputs);
+    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for output in &outputs {
+        versions
+            .entry(output.json()["account"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(output.header(VERSION).to_string());
     }
+    assert!(
+        versions.values().all(|seen| seen.len() == 1),
+        "an account moved between versions: {versions:?}"
+    );
+    let used: BTreeSet<&String> = versions.values().flatten().collect();
+    assert_eq!(used.len(), 2, "both versions served accounts: {versions:?}");
+    assert!(used.contains(&stable));
+    let counted = info["canary"]["messages"].as_u64().unwrap()
+        + info["canary"]["stable_messages"].as_u64().unwrap();
+    assert_eq!(counted, 60, "{info}");
 }
