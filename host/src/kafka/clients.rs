@@ -209,6 +209,17 @@ pub fn transactional_config(
     if properties.producer_property("message.timeout.ms").is_none() {
         config.set("message.timeout.ms", transaction_timeout);
     }
+    // A transaction begun right after the last one committed may find the
+    // broker still writing the last one's markers: it answers
+    // CONCURRENT_TRANSACTIONS, and librdkafka retries after its backoff
+    // (100 ms, doubling up to 1 s), the stage idle meanwhile. Retrying
+    // sooner keeps back-to-back transactions flowing, as the Java client's
+    // short retry for this answer does.
+    for (key, quick) in [("retry.backoff.ms", "10"), ("retry.backoff.max.ms", "100")] {
+        if properties.producer_property(key).is_none() {
+            config.set(key, quick);
+        }
+    }
     config
 }
 
@@ -250,7 +261,15 @@ pub fn consumer_config(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // librdkafka keeps one fetch in flight per broker. When the
+        // partitions with data are all backed up locally, the fetch asks
+        // only for a partition at its end, and the broker holds it for
+        // fetch.wait.max.ms (500 ms by default) while the stage drains what
+        // it has and then waits; and a partition whose local queue was full
+        // is fetched again only after fetch.queue.backoff.ms (1 s).
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.queue.backoff.ms", "20");
     for (key, value) in properties.all.iter().chain(&properties.consumer) {
         config.set(key, value);
     }

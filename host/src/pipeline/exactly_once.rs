@@ -118,9 +118,12 @@ impl Stage {
         let interval = transactions.commit_interval;
         let stage = self.plan.name.as_str();
         let producer = self.producer.clone();
+        // Subscribed first, so that joining the group (in librdkafka's
+        // background) overlaps `init_transactions`; nothing is taken before
+        // the transactions are ready.
+        self.consumer.subscribe(&[&self.plan.input])?;
         tokio::task::block_in_place(|| producer.init_transactions(TRANSACTION_TIMEOUT))
             .with_context(|| format!("stage `{stage}`: initialising transactions"))?;
-        self.consumer.subscribe(&[&self.plan.input])?;
         tracing::info!(
             stage,
             input = %self.plan.input,
