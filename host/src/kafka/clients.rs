@@ -209,17 +209,6 @@ pub fn transactional_config(
     if properties.producer_property("message.timeout.ms").is_none() {
         config.set("message.timeout.ms", transaction_timeout);
     }
-    // A transaction begun right after the last one committed may find the
-    // broker still writing the last one's markers: it answers
-    // CONCURRENT_TRANSACTIONS, and librdkafka retries after its backoff
-    // (100 ms, doubling up to 1 s), the stage idle meanwhile. Retrying
-    // sooner keeps back-to-back transactions flowing, as the Java client's
-    // short retry for this answer does.
-    for (key, quick) in [("retry.backoff.ms", "10"), ("retry.backoff.max.ms", "100")] {
-        if properties.producer_property(key).is_none() {
-            config.set(key, quick);
-        }
-    }
     config
 }
 
