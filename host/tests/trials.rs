@@ -89,6 +89,23 @@ async fn handler(admin: SocketAddr, name: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// The first operand of a calculator request, its output or its dead letter.
+fn operand(record: &common::Received) -> i64 {
+    record.json()["operator_1"]
+        .as_str()
+        .expect("operator_1 is text")
+        .parse()
+        .expect("operator_1 is a number")
+}
+
+/// Checks each output is its request's sum, made by `version`.
+fn assert_sums_by(outputs: &[common::Received], version: &str) {
+    for output in outputs {
+        assert_eq!(output.json()["result"], operand(output) + 1);
+        assert_eq!(output.header(VERSION), version);
+    }
+}
+
 /// The version serving `name` now.
 async fn serving_version(admin: SocketAddr, name: &str) -> String {
     handler(admin, name).await["version"]
@@ -202,46 +219,24 @@ async fn a_canary_that_dead_letters_everything_is_rolled_back_by_itself_and_noth
     host.stop().await.expect("host stops cleanly");
 
     // Every request came out once: as an output or as a dead letter.
-    let mut seen: Vec<u64> = outputs
-        .iter()
-        .chain(&letters)
-        .map(|record| {
-            record.json()["operator_1"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let mut seen: Vec<i64> = outputs.iter().chain(&letters).map(operand).collect();
     seen.sort_unstable();
     assert_eq!(
         seen,
-        (0..400).collect::<Vec<u64>>(),
+        (0..400).collect::<Vec<i64>>(),
         "each request once, none lost"
     );
     assert!(letters.len() as u64 >= report["messages"].as_u64().unwrap());
     for letter in &letters {
         assert_eq!(letter.header("stagehost-error-kind"), "trap");
         assert_eq!(letter.header(VERSION), canary, "only the canary failed");
-        let n: u64 = letter.json()["operator_1"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let n = operand(letter);
         assert!(
             n < 200,
             "request {n} came after the rollback and still failed"
         );
     }
-    for output in &outputs {
-        let n: u64 = output.json()["operator_1"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(output.json()["result"], n + 1);
-        assert_eq!(output.header(VERSION), stable);
-    }
+    assert_sums_by(&outputs, &stable);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,13 +346,9 @@ async fn a_good_canary_is_promoted_by_itself_and_no_key_goes_back() {
     assert_eq!(outputs.len(), 330, "each request once");
 
     // Per key, in input order: the stable version, then the new one, never back.
-    let mut by_key: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
     for output in &outputs {
-        let n: u64 = output.json()["operator_1"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let n = operand(output);
         assert_eq!(output.json()["result"], n + 1);
         by_key
             .entry(output.key.clone().unwrap())
@@ -471,15 +462,7 @@ async fn a_shadow_that_computes_differently_is_reported_and_produces_nothing() {
     send_sums(&producer, &topics.input, 0..30, 10, "").await;
     let outputs = read(&topics.output, 30, WAIT, Duration::from_secs(1)).await;
     assert_eq!(outputs.len(), 30, "the shadow produced nothing of its own");
-    for output in &outputs {
-        let n: u64 = output.json()["operator_1"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(output.json()["result"], n + 1);
-        assert_eq!(output.header(VERSION), stable);
-    }
+    assert_sums_by(&outputs, &stable);
     let report = shadow_compared(admin, "add", 30).await;
     assert_eq!(report["differences"], 30, "{report}");
     assert_eq!(report["agreements"], 0);
@@ -496,11 +479,7 @@ async fn a_shadow_that_computes_differently_is_reported_and_produces_nothing() {
                     && input.offset == difference["offset"].as_i64().unwrap()
             })
             .unwrap_or_else(|| panic!("no input at {difference}"));
-        let n: i64 = input.json()["operator_1"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let n = operand(input);
         assert_eq!(shown_result(&difference["serving"]), n + 1, "{difference}");
         assert_eq!(shown_result(&difference["shadow"]), n - 1, "{difference}");
     }
@@ -541,14 +520,7 @@ async fn a_shadow_that_computes_differently_is_reported_and_produces_nothing() {
     assert_eq!(outputs.len(), 45);
     let last: Vec<&str> = outputs
         .iter()
-        .filter(|output| {
-            output.json()["operator_1"]
-                .as_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                >= 40
-        })
+        .filter(|output| operand(output) >= 40)
         .map(|output| output.header(VERSION))
         .collect();
     assert_eq!(last, vec![promoted.as_str(); 5]);
