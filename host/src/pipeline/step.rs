@@ -55,6 +55,22 @@ struct HandlerSlot {
     metrics: HandlerMetrics,
 }
 
+/// A slot's instance of `component`: the one `kept` from the last message
+/// when it is of that version, else a fresh one (the old one dropped).
+async fn instance_of<'a>(
+    kept: &'a mut Option<HandlerInstance>,
+    component: &Arc<HandlerComponent>,
+) -> Result<&'a mut HandlerInstance, HandlerFailure> {
+    if kept
+        .as_ref()
+        .is_some_and(|instance| Arc::ptr_eq(instance.component(), component))
+    {
+        return Ok(kept.as_mut().expect("just checked"));
+    }
+    *kept = None;
+    Ok(kept.insert(component.instantiate().await?))
+}
+
 impl WorkerHandlers {
     /// The slot of `handler`'s version in `role`. Once neither a canary
     /// nor a shadow runs (`trial` is false), their slots' instances are let
@@ -68,7 +84,8 @@ impl WorkerHandlers {
     ) -> &mut HandlerSlot {
         if !trial {
             for (name, known, gone) in &mut self.slots {
-                if name == handler && *known != Role::Serving {
+                // The role first: without trials no name is compared.
+                if *known != Role::Serving && name == handler {
                     gone.instance = None;
                 }
             }
@@ -228,14 +245,8 @@ impl Stage {
             return None;
         }
         let slot = handlers.slot(name, routed.role(), routed.trial(), &self.metrics);
-        let instance = match &mut slot.instance {
-            Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
-            _ => {
-                slot.instance = None;
-                // A failure to instantiate is met again, and reported, per message.
-                slot.instance.insert(component.instantiate().await.ok()?)
-            }
-        };
+        // A failure to instantiate is met again, and reported, per message.
+        let instance = instance_of(&mut slot.instance, component).await.ok()?;
         let texts: Vec<HeaderTexts<'_>> = members
             .iter()
             .map(|&index| HeaderTexts::of(&messages[index]))
@@ -415,14 +426,9 @@ impl Stage {
         let headers = header_texts.refs();
         let input = wit_message(message, &headers);
         let slot = handlers.slot(name, Role::Shadow, true, &self.metrics);
-        let instance = match &mut slot.instance {
-            Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
-            _ => {
-                slot.instance = None;
-                slot.instance
-                    .insert(component.instantiate().await.map_err(failed)?)
-            }
-        };
+        let instance = instance_of(&mut slot.instance, component)
+            .await
+            .map_err(failed)?;
         if let Some((_, partition)) = partition_state {
             lend_state(instance, component, message, partition);
         }
@@ -502,17 +508,11 @@ impl Stage {
             let (handled, state) = match given.take() {
                 Some(answer) => (answer, None),
                 None => {
-                    let instance = match &mut slot.instance {
-                        Some(instance) if Arc::ptr_eq(instance.component(), component) => instance,
-                        _ => {
-                            slot.instance = None;
-                            match component.instantiate().await {
-                                Ok(instance) => slot.instance.insert(instance),
-                                Err(failure) => {
-                                    self.metrics.handler_error(name, failure.kind());
-                                    break Err(failure);
-                                }
-                            }
+                    let instance = match instance_of(&mut slot.instance, component).await {
+                        Ok(instance) => instance,
+                        Err(failure) => {
+                            self.metrics.handler_error(name, failure.kind());
+                            break Err(failure);
                         }
                     };
                     if let Some((_, partition)) = &partition_state {
