@@ -13,7 +13,7 @@
 //! ```
 
 use crate::config::LoadedConfig;
-use crate::control::dead_letter_topic::{RedriveFilter, Summary, list, redrive};
+use crate::control::dead_letter_topic::{RedriveFilter, Summary, letter_time, list, redrive};
 use crate::pipeline::dead_letter;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -52,21 +52,12 @@ pub enum DlqCommand {
         handler: Option<String>,
         /// Only letters written at or after this time (RFC 3339, e.g.
         /// `2026-12-03T10:00:00Z`).
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = letter_time)]
         since: Option<u64>,
         /// Say what would be redriven, send nothing.
         #[arg(long)]
         dry_run: bool,
     },
-}
-
-/// An RFC 3339 time as ms since the Unix epoch.
-fn parse_time(text: &str) -> Result<u64, String> {
-    let at = humantime::parse_rfc3339_weak(text)
-        .map_err(|err| format!("`{text}` is not a time like 2026-12-03T10:00:00Z: {err}"))?;
-    Ok(at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64))
 }
 
 /// How `host dlq list` prints its summary.

@@ -35,7 +35,7 @@
 //! file, a config re-read).
 
 use super::console;
-use super::dead_letter_topic::{RedriveFilter, redrive};
+use super::dead_letter_topic::{RedriveFilter, letter_time, redrive};
 pub use super::handlers::rfc3339;
 use super::handlers::{HandlerControl, HandlerInfo, SwapError, TopicInfo};
 use super::metrics::Metrics;
@@ -301,21 +301,12 @@ async fn redrive_stage(
             format!("no stage `{name}` in {}", config.path.display()),
         ));
     }
-    let since = match &query.since {
-        None => None,
-        Some(text) => {
-            let at = humantime::parse_rfc3339_weak(text).map_err(|err| {
-                ApiError(
-                    StatusCode::BAD_REQUEST,
-                    format!("since `{text}` is not a time like 2026-12-03T10:00:00Z: {err}"),
-                )
-            })?;
-            Some(
-                at.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| since.as_millis() as u64),
-            )
-        }
-    };
+    let since = query
+        .since
+        .as_deref()
+        .map(letter_time)
+        .transpose()
+        .map_err(|reason| ApiError(StatusCode::BAD_REQUEST, format!("since: {reason}")))?;
     let filter = RedriveFilter {
         kinds: query
             .kind
@@ -347,7 +338,7 @@ async fn redrive_stage(
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.encode();
-    text.push_str(&super::trial_metrics::encode(&state.control.handlers()));
+    text.push_str(&super::trial_metrics::encode(&state.control.trials()));
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 

@@ -126,6 +126,15 @@ fn take(summary: &mut Summary, stage: &str, letter: &BorrowedMessage<'_>) {
         });
 }
 
+/// A `--since` / `?since=` time: RFC 3339, as ms since the Unix epoch.
+pub fn letter_time(text: &str) -> Result<u64, String> {
+    let at = humantime::parse_rfc3339_weak(text)
+        .map_err(|err| format!("`{text}` is not a time like 2026-12-03T10:00:00Z: {err}"))?;
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64))
+}
+
 /// Which letters `host dlq redrive` sends back.
 #[derive(Debug, Clone, Default)]
 pub struct RedriveFilter {

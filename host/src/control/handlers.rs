@@ -105,6 +105,11 @@ pub trait HandlerControl: Send + Sync + 'static {
         let _ = after;
         Err(SwapError::UnknownHandler(handler.to_string()))
     }
+    /// The canaries and shadows running now, by handler (from memory: this
+    /// is read on every `/metrics` scrape).
+    fn trials(&self) -> Vec<HandlerTrials> {
+        Vec::new()
+    }
     /// Where each stage's input stands.
     fn topics(&self) -> Result<Vec<TopicInfo>, String> {
         Err("not available".into())
@@ -150,6 +155,17 @@ pub struct HandlerInfo {
     /// The shadow running now: its agreements and differences (the
     /// differences themselves are at `GET /handlers/NAME/shadow`).
     #[serde(default)]
+    pub shadow: Option<ShadowReport>,
+}
+
+/// A handler's running canary and shadow, for the trial metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerTrials {
+    /// The handler.
+    pub name: String,
+    /// Its running canary.
+    pub canary: Option<CanaryReport>,
+    /// Its running shadow.
     pub shadow: Option<ShadowReport>,
 }
 

@@ -1074,6 +1074,22 @@ impl HandlerControl for Reloader {
             .unwrap_or_default())
     }
 
+    fn trials(&self) -> Vec<super::handlers::HandlerTrials> {
+        let registry = self.registry.load();
+        registry
+            .handlers()
+            .filter_map(|(name, _)| {
+                let canary = registry.canary(name).map(|canary| canary.report());
+                let shadow = registry.shadow(name).map(|shadow| shadow.report());
+                (canary.is_some() || shadow.is_some()).then(|| super::handlers::HandlerTrials {
+                    name: name.to_string(),
+                    canary,
+                    shadow,
+                })
+            })
+            .collect()
+    }
+
     fn topics(&self) -> Result<Vec<TopicInfo>, String> {
         let source = lock(&self.topics).clone();
         match source {

@@ -1,16 +1,17 @@
 //! The Prometheus series of running canaries and shadows, per version:
 //! each side's messages, outputs, dead letters by kind and mean call time,
 //! and a shadow's agreements and differences. They are drawn from the
-//! handlers' reports when `/metrics` is read, so they exist only while a
-//! trial runs and cost the message path nothing beyond its counters.
+//! registry's trials ([`HandlerControl::trials`](super::handlers::HandlerControl::trials))
+//! when `/metrics` is read, so they exist only while a trial runs and cost
+//! the message path nothing beyond its counters.
 
-use super::handlers::HandlerInfo;
+use super::handlers::HandlerTrials;
 use crate::handlers::canary::VersionCounts;
 use std::fmt::Write as _;
 
 /// The trial series of `handlers`, in Prometheus text format (empty when
 /// no canary or shadow runs).
-pub fn encode(handlers: &[HandlerInfo]) -> String {
+pub fn encode(handlers: &[HandlerTrials]) -> String {
     let mut messages = Vec::new();
     let mut outputs = Vec::new();
     let mut dead_letters = Vec::new();
@@ -126,11 +127,11 @@ mod tests {
 
     #[test]
     fn nothing_runs_nothing_is_written_and_a_shadow_is_two_series() {
-        let mut info: HandlerInfo = serde_json::from_value(serde_json::json!({
-            "name": "add", "version": "v1", "source": "s", "loaded_at": "t", "size": 1,
-            "previous_version": null,
-        }))
-        .unwrap();
+        let mut info = HandlerTrials {
+            name: "add".into(),
+            canary: None,
+            shadow: None,
+        };
         assert_eq!(encode(std::slice::from_ref(&info)), "");
         info.shadow = Some(ShadowReport {
             version: "v2".into(),
