@@ -33,6 +33,10 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// The host's allocator, so the comparison is of the loops alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Inputs whose outputs may await acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 8192;
 /// The stage name in the client id and the dead-letter headers.

@@ -7,6 +7,12 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc for the host's own allocations: glibc's malloc (with its
+/// `malloc_consolidate`) took about a fifth of a stage thread's time on the
+/// message path (BENCHMARKS.md §2).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
