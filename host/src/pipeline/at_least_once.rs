@@ -7,24 +7,26 @@
 //! already arrived for a partition (up to the stage's `max_batch`) is
 //! handled as one batch.
 
-use super::Stage;
 use super::delivery::{delivery_error, describe};
 use super::outputs::Record;
 use super::pending::{Delivery, Pending, PendingQueue};
 use super::step::{Plan, WorkerHandlers};
+use super::{Stage, by_partition};
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::DeliveryFuture;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Messages queued per partition worker before the consumer waits.
-const PARTITION_QUEUE: usize = 512;
+/// Hand-overs (each of what had already arrived for the partition, up to
+/// the stage's gather limit) queued per partition worker before the
+/// consumer waits.
+const PARTITION_QUEUE: usize = 8;
 /// Messages whose outputs may be awaiting acknowledgement per partition.
 const MAX_IN_FLIGHT: usize = 2048;
 
@@ -50,17 +52,15 @@ impl Stage {
             dead_letter = %self.plan.dead_letter,
             "stage consuming"
         );
-        let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut workers: HashMap<i32, mpsc::Sender<Vec<OwnedMessage>>> = HashMap::new();
         let mut tasks = JoinSet::new();
-        let mut pause = self.pause_changes();
-        loop {
+        let _pause = self.follow_pause_switch();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        'taking: loop {
             let received = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
-                Ok(()) = pause.changed() => {
-                    self.follow_pause(*pause.borrow_and_update());
-                    continue;
-                }
+                _ = &mut cancelled => break,
                 Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
                     // Workers end only when their queue closes, at the drain.
                     let cause = match ended {
@@ -72,24 +72,28 @@ impl Stage {
                 }
                 received = self.consumer.recv() => received,
             };
-            let Some(message) = self.taken(received).await else {
+            let Some(first) = self.taken(received).await else {
                 continue;
             };
-            let partition = message.partition();
-            let worker = workers.entry(partition).or_insert_with(|| {
-                let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
-                tasks.spawn(self.clone().partition_worker(partition, receiver));
-                sender
-            });
-            tokio::select! {
-                biased;
-                sent = worker.send(message) => {
-                    if sent.is_err() {
-                        anyhow::bail!("stage `{stage}`: the worker for partition {partition} stopped");
+            // What has already arrived goes with it, a hand-over per
+            // partition instead of one per message.
+            let fetched = self.already_fetched(first, self.gather_limit());
+            for (partition, messages) in by_partition(fetched) {
+                let worker = workers.entry(partition).or_insert_with(|| {
+                    let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
+                    tasks.spawn(self.clone().partition_worker(partition, receiver));
+                    sender
+                });
+                tokio::select! {
+                    biased;
+                    sent = worker.send(messages) => {
+                        if sent.is_err() {
+                            anyhow::bail!("stage `{stage}`: the worker for partition {partition} stopped");
+                        }
                     }
+                    // Not handed over, so never stored: it is consumed again after a restart.
+                    _ = &mut cancelled => break 'taking,
                 }
-                // Not handed over, so never stored: it is consumed again after a restart.
-                _ = shutdown.cancelled() => break,
             }
         }
 
@@ -125,11 +129,14 @@ impl Stage {
     async fn partition_worker(
         self: Arc<Self>,
         partition: i32,
-        mut incoming: mpsc::Receiver<OwnedMessage>,
+        mut incoming: mpsc::Receiver<Vec<OwnedMessage>>,
     ) -> anyhow::Result<()> {
         let mut handlers = WorkerHandlers::default();
         let mut queue = Queue::new(read_answer);
+        // Handed over, not yet run.
+        let mut waiting: VecDeque<OwnedMessage> = VecDeque::new();
         loop {
+            let room = MAX_IN_FLIGHT.saturating_sub(queue.len());
             tokio::select! {
                 biased;
                 () = queue.oldest_answered(), if !queue.is_empty() => {
@@ -139,40 +146,70 @@ impl Stage {
                         state.checkpoint_if_due(Some(partition));
                     }
                 }
-                next = incoming.recv(), if queue.len() < MAX_IN_FLIGHT => match next {
-                    Some(message) => {
-                        if self.state.as_ref().is_some_and(|state| state.needs_catch_up(partition)) {
-                            // The partition moved: its state is read back
-                            // from the changelog, so every change sent so far
-                            // must be in it first.
-                            self.drain(partition, &mut queue).await;
-                        }
-                        // The batch is what has already arrived, never
-                        // waited for. A stateful stage takes one message at
-                        // a time: each may need a catch-up before it.
-                        let room = (MAX_IN_FLIGHT - queue.len()).min(self.plan.max_batch.get());
-                        let mut batch = vec![message];
-                        while self.state.is_none() && batch.len() < room {
-                            match incoming.try_recv() {
-                                Ok(message) => batch.push(message),
-                                Err(_) => break,
-                            }
-                        }
-                        let permit = match &self.permits {
-                            Some(permits) => Some(permits.acquire().await.expect("the stage's semaphore is never closed")),
-                            None => None,
-                        };
-                        let sent = self.process(batch, &mut handlers).await;
-                        drop(permit);
-                        for pending in sent? {
-                            queue.push(pending);
-                        }
+                () = std::future::ready(()), if !waiting.is_empty() && room > 0 => {
+                    self.run_waiting(partition, &mut waiting, &mut incoming, room, &mut queue, &mut handlers).await?;
+                }
+                next = incoming.recv(), if waiting.is_empty() && room > 0 => match next {
+                    Some(messages) => {
+                        waiting.extend(messages);
+                        self.run_waiting(partition, &mut waiting, &mut incoming, room, &mut queue, &mut handlers).await?;
                     }
                     None => break,
                 },
             }
         }
         self.drain(partition, &mut queue).await;
+        Ok(())
+    }
+
+    /// Runs the next batch of the messages waiting (with what else has
+    /// already been handed over), at most `room` of them, and queues their
+    /// records. The batch is what has already arrived, never waited for. A
+    /// stateful stage takes one message at a time: each may need a catch-up
+    /// before it.
+    async fn run_waiting(
+        &self,
+        partition: i32,
+        waiting: &mut VecDeque<OwnedMessage>,
+        incoming: &mut mpsc::Receiver<Vec<OwnedMessage>>,
+        room: usize,
+        queue: &mut Queue,
+        handlers: &mut WorkerHandlers,
+    ) -> anyhow::Result<()> {
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|state| state.needs_catch_up(partition))
+        {
+            // The partition moved: its state is read back from the
+            // changelog, so every change sent so far must be in it first.
+            self.drain(partition, queue).await;
+        }
+        let limit = match self.state {
+            Some(_) => 1,
+            None => room.min(self.plan.max_batch.get()),
+        };
+        while waiting.len() < limit {
+            match incoming.try_recv() {
+                Ok(messages) => waiting.extend(messages),
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<OwnedMessage> = waiting.drain(..limit.min(waiting.len())).collect();
+        let permit = match &self.permits {
+            Some(permits) => Some(
+                permits
+                    .acquire()
+                    .await
+                    .expect("the stage's semaphore is never closed"),
+            ),
+            None => None,
+        };
+        let sent = self.process(batch, handlers).await;
+        drop(permit);
+        for pending in sent? {
+            queue.push(pending);
+        }
         Ok(())
     }
 

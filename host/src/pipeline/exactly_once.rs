@@ -25,10 +25,10 @@
 //! rebalance is covered by the consumer group metadata sent with the
 //! offsets: a commit from a member that lost its partitions is refused.
 
-use super::Stage;
 use super::delivery::{Backoff, delivery_error};
 use super::outputs::Record;
 use super::step::{Plan, WorkerHandlers};
+use super::{Stage, by_partition, ready_now};
 use crate::config::Transactions;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
@@ -43,9 +43,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Most messages in one transaction, so a commit is never far away.
 pub const MAX_TRANSACTION_MESSAGES: usize = 20_000;
-/// Batches taken from the consumer at once (of `max_batch` messages each),
-/// so that several partitions' batches can run side by side.
-const GATHERED_BATCHES: usize = 4;
 /// How long one transaction call to the broker may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at a commit that fails with a retriable error before aborting.
@@ -141,12 +138,13 @@ impl Stage {
         let mut refused: HashMap<(i32, i64), String> = HashMap::new();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pause = self.pause_changes();
+        let _pause = self.follow_pause_switch();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
-                Ok(()) = pause.changed() => self.follow_pause(*pause.borrow_and_update()),
+                _ = &mut cancelled => break,
                 _ = ticker.tick() => {
                     if let Some(transaction) = open.take() {
                         open = self
@@ -306,29 +304,6 @@ impl Stage {
         Ok(Some(next))
     }
 
-    /// Most messages taken from the consumer at once: a batch for a few
-    /// partitions, planned side by side.
-    fn gather_limit(&self) -> usize {
-        self.plan.max_batch.get() * GATHERED_BATCHES
-    }
-
-    /// `first` and the messages the consumer already holds after it, up to
-    /// `limit` in all; never waits for more.
-    fn already_fetched(&self, first: OwnedMessage, limit: usize) -> Vec<OwnedMessage> {
-        let mut batch = vec![first];
-        while batch.len() < limit {
-            match ready_now(self.consumer.recv()) {
-                Some(Ok(message)) => {
-                    self.metrics.message_in();
-                    batch.push(message.detach());
-                }
-                // An error is met again, and reported, by the next `recv`.
-                Some(Err(_)) | None => break,
-            }
-        }
-        batch
-    }
-
     /// The records of each message, in the order taken. Each partition's
     /// messages are planned in batches on a task of their own, so the
     /// partitions of one transaction run on every core, as they do in
@@ -339,19 +314,9 @@ impl Stage {
         partition_handlers: &mut HashMap<i32, WorkerHandlers>,
         refused: &mut HashMap<(i32, i64), String>,
     ) -> anyhow::Result<Vec<(OwnedMessage, Vec<Record>)>> {
-        let mut by_partition: Vec<(i32, Vec<OwnedMessage>)> = Vec::new();
-        for message in batch {
-            let partition = message.partition();
-            match by_partition
-                .iter_mut()
-                .find(|(known, _)| *known == partition)
-            {
-                Some((_, messages)) => messages.push(message),
-                None => by_partition.push((partition, vec![message])),
-            }
-        }
-        let mut tasks = Vec::with_capacity(by_partition.len());
-        for (partition, messages) in by_partition {
+        let partitions = by_partition(batch);
+        let mut tasks = Vec::with_capacity(partitions.len());
+        for (partition, messages) in partitions {
             // Inputs whose output the broker refused for good are
             // dead-lettered as `produce-failed`, not run again.
             let refusals: Vec<Option<String>> = messages
@@ -565,18 +530,6 @@ impl Stage {
             })?;
             retrying(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
         })
-    }
-}
-
-/// The future's output if it is ready at the first poll. For
-/// `StreamConsumer::recv`, which is cancellation safe: a message already
-/// fetched, or `None`.
-fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(output) => Some(output),
-        std::task::Poll::Pending => None,
     }
 }
 

@@ -31,6 +31,8 @@ use crate::handlers::SharedRegistry;
 use crate::kafka::{HostProducer, StageConsumer};
 use metrics::StageMetrics;
 use outputs::OutputRules;
+use rdkafka::Message as _;
+use rdkafka::message::OwnedMessage;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -128,10 +130,27 @@ impl Stage {
         }
     }
 
-    /// The stage's pause switch, for its loop to follow.
-    fn pause_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// Follows the stage's pause switch on a task of its own until the
+    /// returned guard is dropped, so that the message loop does not poll the
+    /// switch for every message.
+    fn follow_pause_switch(self: &Arc<Self>) -> tokio_util::sync::DropGuard {
         use rdkafka::consumer::Consumer as _;
-        self.consumer.context().pause().subscribe()
+        let stop = CancellationToken::new();
+        let mut switch = self.consumer.context().pause().subscribe();
+        let stage = self.clone();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => break,
+                    changed = switch.changed() => match changed {
+                        Ok(()) => stage.follow_pause(*switch.borrow_and_update()),
+                        Err(_) => break,
+                    },
+                }
+            }
+        });
+        stop.drop_guard()
     }
 
     /// Pauses or resumes fetching the partitions assigned now (a partition
@@ -158,12 +177,35 @@ impl Stage {
         }
     }
 
+    /// Most messages taken from the consumer at once: a batch for a few
+    /// partitions.
+    fn gather_limit(&self) -> usize {
+        self.plan.max_batch.get() * GATHERED_BATCHES
+    }
+
+    /// `first` and the messages the consumer already holds after it, up to
+    /// `limit` in all; never waits for more.
+    fn already_fetched(&self, first: OwnedMessage, limit: usize) -> Vec<OwnedMessage> {
+        let mut batch = vec![first];
+        while batch.len() < limit {
+            match ready_now(self.consumer.recv()) {
+                Some(Ok(message)) => {
+                    self.metrics.message_in();
+                    batch.push(message.detach());
+                }
+                // An error is met again, and reported, by the next `recv`.
+                Some(Err(_)) | None => break,
+            }
+        }
+        batch
+    }
+
     /// A received message, detached and counted. A consumer error is
     /// logged, and after a short pause the caller goes on with `None`.
     async fn taken(
         &self,
         received: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
-    ) -> Option<rdkafka::message::OwnedMessage> {
+    ) -> Option<OwnedMessage> {
         match received {
             Ok(message) => {
                 self.metrics.message_in();
@@ -176,4 +218,34 @@ impl Stage {
             }
         }
     }
+}
+
+/// Batches taken from the consumer at once (of `max_batch` messages each),
+/// so that several partitions' batches go on side by side.
+const GATHERED_BATCHES: usize = 4;
+
+/// The future's output if it is ready at the first poll. For
+/// `StreamConsumer::recv`, which is cancellation safe: a message already
+/// fetched, or `None`.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// `messages` split by partition, in order of each partition's first
+/// message; each partition's messages keep their order.
+fn by_partition(messages: Vec<OwnedMessage>) -> Vec<(i32, Vec<OwnedMessage>)> {
+    let mut partitions: Vec<(i32, Vec<OwnedMessage>)> = Vec::new();
+    for message in messages {
+        let partition = message.partition();
+        match partitions.iter_mut().find(|(known, _)| *known == partition) {
+            Some((_, taken)) => taken.push(message),
+            None => partitions.push((partition, vec![message])),
+        }
+    }
+    partitions
 }
