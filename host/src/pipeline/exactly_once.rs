@@ -431,6 +431,7 @@ impl Stage {
         refused: &mut HashMap<(i32, i64), String>,
     ) -> anyhow::Result<bool> {
         let stage = self.plan.name.as_str();
+        let started = std::time::Instant::now();
         let mut failed = false;
         for ((partition, offset), delivery) in transaction.deliveries {
             let Some(err) = delivery_error(delivery.await) else {
@@ -447,6 +448,7 @@ impl Stage {
             failed = true;
             refused.entry(position).or_insert(reason);
         }
+        let delivered = started.elapsed();
         if !failed {
             let mut offsets = TopicPartitionList::new();
             for (&partition, &offset) in &transaction.last {
@@ -461,6 +463,8 @@ impl Stage {
                     tracing::debug!(
                         stage,
                         messages = transaction.messages,
+                        delivered_ms = delivered.as_secs_f64() * 1e3,
+                        committed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "transaction committed"
                     );
                     if let Some(state) = &self.state {
