@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc for the host's own allocations: glibc's malloc (with its
 /// `malloc_consolidate`) took about a fifth of a stage thread's time on the
-/// message path (BENCHMARKS.md §2).
+/// message path (BENCHMARKS.md §9).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

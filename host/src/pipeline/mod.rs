@@ -249,3 +249,43 @@ fn by_partition(messages: Vec<OwnedMessage>) -> Vec<(i32, Vec<OwnedMessage>)> {
     }
     partitions
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            "requests".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn by_partition_keeps_each_partitions_order_and_first_appearance() {
+        let taken = [(3, 10), (1, 7), (3, 11), (0, 2), (1, 8), (3, 12)]
+            .into_iter()
+            .map(|(partition, offset)| message(partition, offset))
+            .collect();
+        let split: Vec<(i32, Vec<i64>)> = by_partition(taken)
+            .into_iter()
+            .map(|(partition, messages)| (partition, messages.iter().map(|m| m.offset()).collect()))
+            .collect();
+        assert_eq!(
+            split,
+            [(3, vec![10, 11, 12]), (1, vec![7, 8]), (0, vec![2])]
+        );
+    }
+
+    #[test]
+    fn ready_now_takes_only_what_is_ready() {
+        assert_eq!(ready_now(std::future::ready(7)), Some(7));
+        assert_eq!(ready_now(std::future::pending::<()>()), None);
+    }
+}
