@@ -91,10 +91,9 @@ pub fn locate_key_occurrences(source: &str, parent: &FieldPath, key: &str) -> Ve
     let from = offset_of(source, line, column);
     let mut found = Vec::new();
     let mut rest = from;
-    while let Some(at) = find_key(&source[rest..], key) {
-        let at = rest + at;
-        found.push(position_of(source, at));
-        rest = at + key.len();
+    while let Some((begin, end)) = find_key(&source[rest..], key) {
+        found.push(position_of(source, rest + begin));
+        rest += end;
     }
     found
 }
@@ -205,17 +204,20 @@ fn locate_by_text(source: &str, path: &FieldPath) -> (usize, usize) {
     let mut found = 0;
     for segment in &path.0 {
         let Segment::Key(key) = segment else { continue };
-        let Some(at) = find_key(&source[from..], key) else {
+        let Some((begin, end)) = find_key(&source[from..], key) else {
             break;
         };
-        found = from + at;
-        from = found + key.len();
+        found = from + begin;
+        // Past the key and its closing quote: `found + key.len()` would end
+        // one byte short of a quoted key, inside its last character.
+        from += end;
     }
     position_of(source, found)
 }
 
-/// Where `key` is written as a mapping key in `text`, quotes included.
-fn find_key(text: &str, key: &str) -> Option<usize> {
+/// Where `key` is written as a mapping key in `text`, quotes included:
+/// the byte offsets of its start and of its end.
+fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
     if key.is_empty() {
         return None;
     }
@@ -239,7 +241,7 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
             .next_back()
             .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '['));
         if starts_token && text[end..].trim_start_matches([' ', '\t']).starts_with(':') {
-            return Some(begin);
+            return Some((begin, end));
         }
         start = at + key.len();
     }
@@ -340,6 +342,24 @@ stages:
         assert_eq!(
             locate("{a: 1}", &path(&[Segment::Key("missing".into())])),
             Some((1, 1))
+        );
+    }
+
+    #[test]
+    fn a_quoted_key_ending_in_a_wide_character_is_passed_whole() {
+        // The search for the next key starts after the closing quote, not
+        // one byte short of it, inside the key's last character. Columns
+        // count bytes, as everywhere in this module.
+        let json = "{\"uV🕴༈\": {\"b\": 1}}";
+        let key = |name: &str| Segment::Key(name.into());
+        assert_eq!(locate(json, &path(&[key("uV🕴༈"), key("b")])), Some((1, 16)));
+        assert_eq!(
+            locate(json, &path(&[key("uV🕴༈"), key("missing")])),
+            Some((1, 2))
+        );
+        assert_eq!(
+            locate_key_occurrences("{'é': 1, 'é': 2}", &path(&[]), "é"),
+            [(1, 2), (1, 11)]
         );
     }
 
