@@ -60,7 +60,9 @@ impl LoadedConfig {
     /// relative plugin paths.
     pub fn from_source(path: &Path, source: String) -> Result<Self, ConfigError> {
         let yaml_error = |err: serde_yaml::Error| {
-            let mut position = err.location().map(|at| (at.line(), at.column()));
+            let mut position = err
+                .location()
+                .map(|at| line_and_column(&source, at.index()).unwrap_or((at.line(), at.column())));
             let text = without_positions(&err.to_string());
             let (field, mut message) = split_serde_path(&text);
             if let Some(suggestion) = hints::suggest_name(&message) {
@@ -162,6 +164,27 @@ impl LoadedConfig {
         }
         .error(field, message)
     }
+}
+
+/// The 1-based line and column of byte `index` in `source`, lines ending
+/// at `\n`, `\r\n` or `\r` (as editors count them) and columns counted in
+/// characters. The YAML parser's own line also counts U+2028, U+2029 and
+/// U+0085 as line breaks, so it could name a line past the end of the file.
+fn line_and_column(source: &str, index: usize) -> Option<(usize, usize)> {
+    let before = source.get(..index)?;
+    let mut line = 1;
+    let mut column = 1;
+    let mut chars = before.chars().peekable();
+    while let Some(c) = chars.next() {
+        let ends_line = c == '\n' || (c == '\r' && chars.peek() != Some(&'\n'));
+        if ends_line {
+            line += 1;
+            column = 1;
+        } else if c != '\r' {
+            column += 1;
+        }
+    }
+    Some((line, column))
 }
 
 /// Removes serde_yaml's " at line L column C" phrases: the error's
@@ -278,6 +301,35 @@ mod tests {
             unknown_field("unknown field `ouput`; did you mean `output`?"),
             Some("ouput")
         );
+    }
+
+    #[test]
+    fn a_syntax_error_after_a_line_separator_names_the_line_an_editor_shows() {
+        // U+2028 is a line break to the YAML parser, not to the file's
+        // lines: the error used to name line 13 of this 11-line file.
+        let source = [
+            "kafka:",
+            "  brokers: localhost:9092",
+            "handlers:",
+            "  echo:",
+            "    path: echo.wasm",
+            "stages:",
+            "  - name: only",
+            "    input: in",
+            "    output: out",
+            "    dead_letter: dlq",
+            "    handler: \u{2028}-!",
+            "",
+        ]
+        .join("\n");
+        let err = LoadedConfig::from_source(Path::new("bad.yml"), source.clone())
+            .expect_err("not valid YAML");
+        // The parser stops at the end of the text: the line after the
+        // last newline, which the file's 11 lines end with.
+        assert_eq!(err.position, Some((12, 1)));
+        assert_eq!(line_and_column("ab\ncé\u{2028}d", 9), Some((2, 4)));
+        assert_eq!(line_and_column("a\r\nb\rc", 6), Some((3, 2)));
+        assert_eq!(line_and_column("é", 1), None);
     }
 
     #[test]
