@@ -42,14 +42,12 @@ impl LoadedConfig {
             .map_err(|err| error(None, format!("cannot read the file: {err}")))?;
         let source = String::from_utf8(bytes).map_err(|err| {
             let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
-            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..])
-                .chars()
-                .count()
-                + 1;
+            // The bytes before the first invalid one are UTF-8 by definition.
+            let position = std::str::from_utf8(valid)
+                .ok()
+                .and_then(|text| line_and_column(text, text.len()));
             error(
-                Some((line, column)),
+                position,
                 "the file is not UTF-8 text (an invalid byte here)".to_string(),
             )
         })?;
@@ -63,7 +61,15 @@ impl LoadedConfig {
             let mut position = err
                 .location()
                 .map(|at| line_and_column(&source, at.index()).unwrap_or((at.line(), at.column())));
-            let text = without_positions(&err.to_string());
+            let mut text = without_positions(&err.to_string());
+            if text.contains("more than one document") {
+                // serde_yaml gives this error no position: find the second
+                // document's first line.
+                position = second_document_start(&source)
+                    .and_then(|index| line_and_column(&source, index))
+                    .or(position);
+                text = "the file holds more than one YAML document (a second one starts here); a config is one document, so remove this `---` or `...` and what follows, or merge it into the first".to_string();
+            }
             let (field, mut message) = split_serde_path(&text);
             if let Some(suggestion) = hints::suggest_name(&message) {
                 message = suggestion;
@@ -185,6 +191,49 @@ fn line_and_column(source: &str, index: usize) -> Option<(usize, usize)> {
         }
     }
     Some((line, column))
+}
+
+/// The byte index of the line where a second YAML document starts: a
+/// `---` marker after a first document's content or marker, or content
+/// after a `...` end marker. A `---` or `...` at the start of a line always
+/// marks a document (YAML forbids them there inside scalars), so lines can
+/// be read on their own. `None` for a single document.
+fn second_document_start(source: &str) -> Option<usize> {
+    let is_marker = |line: &str, marker: &str| {
+        line.strip_prefix(marker)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    };
+    let (mut begun, mut ended) = (false, false);
+    let mut start = 0;
+    while start < source.len() {
+        let rest = &source[start..];
+        let length = rest.find(['\n', '\r']).unwrap_or(rest.len());
+        let line = &rest[..length];
+        let trimmed = line.trim_start();
+        if is_marker(line, "---") {
+            if begun || ended {
+                return Some(start);
+            }
+            begun = true;
+        } else if is_marker(line, "...") {
+            ended = begun;
+        } else if trimmed.is_empty() || trimmed.starts_with('#') {
+            // Blank lines and comments belong to no document.
+        } else if !begun && line.starts_with('%') {
+            // A directive, before the document it applies to.
+        } else if ended {
+            return Some(start);
+        } else {
+            begun = true;
+        }
+        let ending = if rest[length..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        start += length + ending;
+    }
+    None
 }
 
 /// Removes serde_yaml's " at line L column C" phrases: the error's
@@ -330,6 +379,41 @@ mod tests {
         assert_eq!(line_and_column("ab\ncé\u{2028}d", 9), Some((2, 4)));
         assert_eq!(line_and_column("a\r\nb\rc", 6), Some((3, 2)));
         assert_eq!(line_and_column("é", 1), None);
+    }
+
+    #[test]
+    fn an_invalid_byte_is_named_at_its_line_whatever_the_line_ends() {
+        let dir = std::env::temp_dir().join(format!("stagehost-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (ends, name) in [("\n", "lf"), ("\r\n", "crlf"), ("\r", "cr")] {
+            let path = dir.join(format!("{name}.yml"));
+            let mut bytes = format!("kafka:{ends}  brokers: é").into_bytes();
+            bytes.push(0xff);
+            std::fs::write(&path, bytes).unwrap();
+            let err = LoadedConfig::load(&path).expect_err("not UTF-8");
+            assert_eq!(err.position, Some((2, 13)), "{name}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_document_is_named_at_its_first_line() {
+        // serde_yaml reports the second document once the first is typed.
+        let first = include_str!("../../tests/fixtures/config/valid/minimal.yml");
+        let lines = first.lines().count();
+        let source = format!("{first}# the end\n---\nstages: []\n");
+        let err =
+            LoadedConfig::from_source(Path::new("two.yml"), source).expect_err("two documents");
+        assert_eq!(err.position, Some((lines + 2, 1)), "{err}");
+        assert!(err.message.contains("more than one YAML document"), "{err}");
+        assert_eq!(second_document_start("a: 1\n"), None);
+        assert_eq!(second_document_start("%YAML 1.2\n---\na: 1\n...\n"), None);
+        assert_eq!(second_document_start("---\n--- b\n"), Some(4));
+        assert_eq!(second_document_start("a: 1\r\n...\r\n\r\nb: 2"), Some(13));
+        assert_eq!(
+            second_document_start("a: |\n  ---\n---x\n---\t\n"),
+            Some(16)
+        );
     }
 
     #[test]
