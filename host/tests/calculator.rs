@@ -1,5 +1,6 @@
 //! The tutorial's calculator end to end on the real broker: results, keys,
-//! every dead-letter kind, and per-key order across partitions.
+//! every dead-letter kind (an output the broker refuses too, in both
+//! delivery modes), and per-key order across partitions.
 
 mod common;
 
@@ -344,4 +345,85 @@ async fn input_headers_travel_to_outputs_as_each_stage_says() {
     assert_eq!(from_names.header("correlation-id"), "order-17");
     assert!(!from_names.headers.contains_key("traceparent"));
     assert_eq!(from_names.headers.len(), 3, "{:?}", from_names.headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_is_dead_lettered_at_least_once() {
+    an_output_the_broker_refuses_is_dead_lettered("at-least-once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_is_dead_lettered_exactly_once() {
+    an_output_the_broker_refuses_is_dead_lettered("exactly-once").await;
+}
+
+/// The output topic takes records of at most 2,000 bytes. A request whose
+/// result is larger is refused by the broker for good: it becomes one
+/// `produce-failed` dead letter, its result is nowhere to be read (in
+/// exactly-once mode the transaction holding it is aborted and the request
+/// taken again), and the requests before and after it give one result each.
+async fn an_output_the_broker_refuses_is_dead_lettered(delivery: &str) {
+    let topics = Topics::new();
+    create_topic_with(&topics.output, 1, &[("max.message.bytes", "2000")]).await;
+    let group = format!("  group: {}\n", topics.group);
+    let yaml = calculator_yaml(&topics, 1).replace(
+        &group,
+        &format!(
+            "{group}  delivery: {delivery}\n  transactions:\n    id: {}\n    commit_interval_ms: 100\n",
+            unique("refused-txn")
+        ),
+    );
+    assert!(yaml.contains(delivery), "{yaml}");
+    let host = RunningHost::start(config_from(yaml));
+    let producer = producer();
+    let request = |x: u64, pad: usize| {
+        json!({"operation": "sum", "x": x, "y": 1, "pad": "p".repeat(pad)}).to_string()
+    };
+    // One at a time, so no produce batch holds both a refused record and a
+    // good one (the broker refuses a too-large batch as a whole).
+    send(
+        &producer,
+        &topics.input,
+        Some("before"),
+        request(1, 0).as_bytes(),
+        &[],
+    )
+    .await;
+    read(&topics.output, 1, WAIT, Duration::ZERO).await;
+    send(
+        &producer,
+        &topics.input,
+        Some("big"),
+        request(2, 3_000).as_bytes(),
+        &[],
+    )
+    .await;
+    let letters = read(&topics.dead_letter, 1, WAIT, Duration::ZERO).await;
+    send(
+        &producer,
+        &topics.input,
+        Some("after"),
+        request(3, 0).as_bytes(),
+        &[],
+    )
+    .await;
+    let results = read(&topics.output, 2, WAIT, SETTLE).await;
+    let letters_then = read(&topics.dead_letter, 1, WAIT, SETTLE).await;
+    host.stop().await.expect("host stops cleanly");
+
+    let keys: Vec<_> = results.iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, [Some("before"), Some("after")], "{results:?}");
+    assert_eq!(results[1].json()["result"], json!(4));
+    assert_eq!(letters_then.len(), 1, "one letter only: {letters_then:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.key.as_deref(), Some("big"));
+    assert_eq!(letter.header("stagehost-error-kind"), "produce-failed");
+    assert!(
+        letter
+            .header("stagehost-error-reason")
+            .contains("producing an output failed"),
+        "{:?}",
+        letter.headers
+    );
+    assert_eq!(letter.json()["pad"].as_str().map(str::len), Some(3_000));
 }

@@ -170,13 +170,23 @@ impl RunningHost {
 
 /// Creates a topic with the given partitions.
 pub async fn create_topic(topic: &str, partitions: i32) {
+    create_topic_with(topic, partitions, &[]).await;
+}
+
+/// Creates a topic with the given partitions and topic configs
+/// (`max.message.bytes`, say).
+pub async fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for &(name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
         .unwrap();
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
