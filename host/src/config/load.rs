@@ -216,6 +216,11 @@ fn second_document_start(source: &str) -> Option<usize> {
             }
             begun = true;
         } else if is_marker(line, "...") {
+            let after = line[3..].trim_start();
+            if begun && !after.is_empty() && !after.starts_with('#') {
+                // `... a`: the next document starts on the marker's line.
+                return Some(start);
+            }
             ended = begun;
         } else if trimmed.is_empty() || trimmed.starts_with('#') {
             // Blank lines and comments belong to no document.
@@ -406,9 +411,14 @@ mod tests {
             LoadedConfig::from_source(Path::new("two.yml"), source).expect_err("two documents");
         assert_eq!(err.position, Some((lines + 2, 1)), "{err}");
         assert!(err.message.contains("more than one YAML document"), "{err}");
+        let err = LoadedConfig::from_source(Path::new("two.yml"), format!("{first}... a\n"))
+            .expect_err("two documents");
+        assert_eq!(err.position, Some((lines + 1, 1)), "{err}");
         assert_eq!(second_document_start("a: 1\n"), None);
         assert_eq!(second_document_start("%YAML 1.2\n---\na: 1\n...\n"), None);
         assert_eq!(second_document_start("---\n--- b\n"), Some(4));
+        assert_eq!(second_document_start("a: 1\n... b\n"), Some(5));
+        assert_eq!(second_document_start("a: 1\n... # end\n"), None);
         assert_eq!(second_document_start("a: 1\r\n...\r\n\r\nb: 2"), Some(13));
         assert_eq!(
             second_document_start("a: |\n  ---\n---x\n---\t\n"),
