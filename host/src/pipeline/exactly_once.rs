@@ -10,12 +10,12 @@
 //! stateful stage takes one message at a time, since a partition may need
 //! its state caught up before its next message. Every
 //! `kafka.transactions.commit_interval_ms` (or after
-//! [`MAX_TRANSACTION_MESSAGES`]) it waits for the outputs, sends the offsets
-//! and commits; meanwhile the messages already fetched are planned, to begin
-//! the next transaction once the commit is done. When a commit fails, the
-//! transaction is aborted and every
-//! partition it touched is rewound to where the transaction began, so the
-//! same messages are taken again. A message whose output the broker refused
+//! [`MAX_TRANSACTION_MESSAGES`]) it sends the offsets and commits (the
+//! commit flushes the outputs); meanwhile the messages the consumer holds
+//! are planned, to begin the next transaction once the commit is done.
+//! When a commit fails, the transaction is aborted and every partition it
+//! touched is rewound to where the transaction began, so the same messages
+//! are taken again. A message whose output the broker refused
 //! for good (too large, say) is dead-lettered as `produce-failed` when taken
 //! again, so it cannot block its partition.
 //!
@@ -62,6 +62,9 @@ struct OpenTransaction {
     deliveries: Vec<((i32, i64), DeliveryFuture)>,
     /// Records the producer refused at once, with their input's position.
     refused: Vec<((i32, i64), String)>,
+    /// Whether the producer stopped taking records (an earlier one was
+    /// refused): the transaction can only be aborted.
+    cut_short: bool,
     messages: usize,
 }
 
@@ -158,7 +161,7 @@ impl Stage {
                     };
                     if self.state.is_none() {
                         let room = MAX_TRANSACTION_MESSAGES
-                            - open.as_ref().map_or(0, |transaction| transaction.messages);
+                            .saturating_sub(open.as_ref().map_or(0, |transaction| transaction.messages));
                         let batch = self.already_fetched(message, room.min(self.gather_limit()));
                         let transaction = match open.as_mut() {
                             Some(transaction) => transaction,
@@ -219,7 +222,9 @@ impl Stage {
                     if open.as_ref().is_some_and(|transaction| transaction.messages >= MAX_TRANSACTION_MESSAGES)
                         && let Some(transaction) = open.take()
                     {
-                        self.finish(transaction, &mut refused).await?;
+                        open = self
+                            .finish_while_planning(transaction, &mut refused, &mut partition_handlers)
+                            .await?;
                     }
                 }
             }
@@ -234,14 +239,17 @@ impl Stage {
         Ok(())
     }
 
-    /// [`Stage::finish`], while the messages the consumer already holds are
-    /// planned beside the commit (on a task of their own, since the commit
-    /// blocks its thread); once it is done, those records begin the next
+    /// [`Stage::finish`], while the messages the consumer holds are planned
+    /// beside the commit (on a task of their own, since the commit blocks
+    /// its thread), gather after gather until the commit is done or a
+    /// transaction's worth is planned; then those records begin the next
     /// transaction, which is returned. Planning is a function of the message
     /// alone in a stage without state, so a plan made during an aborted
     /// commit stays good, except for the partitions the abort rewound:
-    /// their messages come again, and their plans are dropped. A stage with
-    /// state plans nothing meanwhile (its state moves with each commit).
+    /// their plans are dropped, and once planning has stopped they are
+    /// rewound again, since planning may have taken their messages after
+    /// the abort's rewind. A stage with state plans nothing meanwhile (its
+    /// state moves with each commit).
     async fn finish_while_planning(
         self: &Arc<Self>,
         transaction: OpenTransaction,
@@ -260,34 +268,39 @@ impl Stage {
             self.finish(transaction, refused).await?;
             return Ok(None);
         };
-        let batch = self.already_fetched(first, self.gather_limit());
-        let rewound_by_abort: Vec<i32> = transaction.first.keys().copied().collect();
-        let mut own_refusals: HashMap<(i32, i64), String> = batch
-            .iter()
-            .filter_map(|message| refused.remove_entry(&(message.partition(), message.offset())))
-            .collect();
-        let kept_refusals = own_refusals.clone();
+        let rewind_to = transaction.first.clone();
         let mut handlers = std::mem::take(partition_handlers);
+        // The planner reads refusals from a copy: the commit may add some.
+        let mut known_refusals = refused.clone();
+        let committed_or_aborted = CancellationToken::new();
+        let done = committed_or_aborted.clone();
         let stage = self.clone();
         let planning = tokio::spawn(async move {
             let planned = stage
-                .plan_partitions(batch, &mut handlers, &mut own_refusals)
+                .plan_until(first, &done, &mut handlers, &mut known_refusals)
                 .await;
             (planned, handlers)
         });
         let committed = self.finish(transaction, refused).await;
+        committed_or_aborted.cancel();
         let (planned, handlers) = planning.await.context("planning beside a commit failed")?;
         *partition_handlers = handlers;
         let (committed, mut planned) = (committed?, planned?);
         if !committed {
-            planned.retain(|(message, _)| {
-                let partition = message.partition();
-                let again = rewound_by_abort.contains(&partition);
-                if again && let Some(reason) = kept_refusals.get(&(partition, message.offset())) {
-                    refused.insert((partition, message.offset()), reason.clone());
-                }
-                !again
-            });
+            planned.retain(|(message, _)| !rewind_to.contains_key(&message.partition()));
+            for (&partition, &offset) in &rewind_to {
+                // Revoked meanwhile: its new owner starts from the last commit.
+                let _ = self.consumer.seek(
+                    &self.plan.input,
+                    partition,
+                    Offset::Offset(offset),
+                    TRANSACTION_TIMEOUT,
+                );
+            }
+        }
+        for (message, _) in &planned {
+            // Planned, so its refusal (if any) has been used.
+            refused.remove(&(message.partition(), message.offset()));
         }
         if planned.is_empty() {
             return Ok(None);
@@ -302,6 +315,43 @@ impl Stage {
             next.take(position.0, position.1);
         }
         Ok(Some(next))
+    }
+
+    /// Plans `first` and what the consumer has fetched after it, gather
+    /// after gather, until `done` is cancelled (waiting for messages only
+    /// until then) or [`MAX_TRANSACTION_MESSAGES`] are planned.
+    async fn plan_until(
+        self: &Arc<Self>,
+        first: OwnedMessage,
+        done: &CancellationToken,
+        partition_handlers: &mut HashMap<i32, WorkerHandlers>,
+        refused: &mut HashMap<(i32, i64), String>,
+    ) -> anyhow::Result<Vec<(OwnedMessage, Vec<Record>)>> {
+        let mut planned = Vec::new();
+        let mut next = Some(first);
+        loop {
+            if let Some(first) = next.take() {
+                let room = MAX_TRANSACTION_MESSAGES - planned.len();
+                let batch = self.already_fetched(first, room.min(self.gather_limit()));
+                planned.extend(
+                    self.clone()
+                        .plan_partitions(batch, partition_handlers, refused)
+                        .await?,
+                );
+            }
+            if done.is_cancelled() || planned.len() >= MAX_TRANSACTION_MESSAGES {
+                return Ok(planned);
+            }
+            let received = match ready_now(self.consumer.recv()) {
+                Some(received) => received,
+                None => tokio::select! {
+                    biased;
+                    _ = done.cancelled() => return Ok(planned),
+                    received = self.consumer.recv() => received,
+                },
+            };
+            next = self.taken(received).await;
+        }
     }
 
     /// The records of each message, in the order taken. Each partition's
@@ -415,6 +465,12 @@ impl Stage {
         for record in records {
             match self.enqueue_owned(record).await {
                 Ok(delivery) => transaction.deliveries.push((position, delivery)),
+                // Once an output of the transaction is refused, the producer
+                // takes no more until the abort: the transaction fails, but
+                // this record is not at fault.
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::State)) => {
+                    transaction.cut_short = true;
+                }
                 Err(err) => transaction.refused.push((position, err.to_string())),
             }
         }
@@ -432,38 +488,35 @@ impl Stage {
     ) -> anyhow::Result<bool> {
         let stage = self.plan.name.as_str();
         let started = std::time::Instant::now();
-        let mut failed = false;
-        for ((partition, offset), delivery) in transaction.deliveries {
-            let Some(err) = delivery_error(delivery.await) else {
-                continue;
-            };
-            failed = true;
-            if err.rdkafka_error_code().is_some_and(refused_for_good) {
-                refused
-                    .entry((partition, offset))
-                    .or_insert(err.to_string());
-            }
-        }
-        for (position, reason) in transaction.refused {
-            failed = true;
+        let OpenTransaction {
+            first,
+            last,
+            deliveries,
+            refused: refused_at_once,
+            cut_short,
+            messages,
+        } = transaction;
+        let failed = cut_short || !refused_at_once.is_empty();
+        for (position, reason) in refused_at_once {
             refused.entry(position).or_insert(reason);
         }
-        let delivered = started.elapsed();
         if !failed {
             let mut offsets = TopicPartitionList::new();
-            for (&partition, &offset) in &transaction.last {
+            for (&partition, &offset) in &last {
                 offsets.add_partition_offset(
                     &self.plan.input,
                     partition,
                     Offset::Offset(offset + 1),
                 )?;
             }
+            // The commit flushes the outputs itself, without waiting for
+            // `linger.ms`, and fails when the broker refused any of them: the
+            // deliveries are read only after an abort, for their reasons.
             match self.commit(&offsets) {
                 Ok(()) => {
                     tracing::debug!(
                         stage,
-                        messages = transaction.messages,
-                        delivered_ms = delivered.as_secs_f64() * 1e3,
+                        messages,
                         committed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "transaction committed"
                     );
@@ -489,16 +542,27 @@ impl Stage {
         } else {
             tracing::warn!(
                 stage,
-                "an output of the transaction was not delivered; aborting it"
+                "an output of the transaction was not accepted by the producer; aborting it"
             );
         }
         let producer = &self.producer;
         tokio::task::block_in_place(|| producer.abort_transaction(TRANSACTION_TIMEOUT))
             .with_context(|| format!("stage `{stage}`: aborting a transaction"))?;
+        // Every delivery has its answer now: the abort purges what was not
+        // sent. An output refused for good marks its input.
+        for ((partition, offset), delivery) in deliveries {
+            if let Some(err) = delivery_error(delivery.await)
+                && err.rdkafka_error_code().is_some_and(refused_for_good)
+            {
+                refused
+                    .entry((partition, offset))
+                    .or_insert(err.to_string());
+            }
+        }
         if let Some(state) = &self.state {
             state.abort();
         }
-        for (&partition, &offset) in &transaction.first {
+        for (&partition, &offset) in &first {
             let rewound = self.consumer.seek(
                 &self.plan.input,
                 partition,
@@ -513,7 +577,7 @@ impl Stage {
         }
         tracing::info!(
             stage,
-            messages = transaction.messages,
+            messages,
             "transaction aborted; its messages will be taken again"
         );
         Ok(false)
