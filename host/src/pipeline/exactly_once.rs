@@ -10,8 +10,8 @@
 //! stateful stage takes one message at a time, since a partition may need
 //! its state caught up before its next message. Every
 //! `kafka.transactions.commit_interval_ms` (or after
-//! [`MAX_TRANSACTION_MESSAGES`]) it sends the offsets and commits (the
-//! commit flushes the outputs); meanwhile the messages the consumer holds
+//! [`MAX_TRANSACTION_MESSAGES`]) it waits for the outputs, sends the
+//! offsets and commits; meanwhile the messages the consumer holds
 //! are planned, to begin the next transaction once the commit is done.
 //! When a commit fails, the transaction is aborted and every partition it
 //! touched is rewound to where the transaction began, so the same messages
@@ -30,6 +30,7 @@ use super::outputs::Record;
 use super::step::{Plan, WorkerHandlers};
 use super::{Stage, by_partition, ready_now};
 use crate::config::Transactions;
+use crate::kafka::HostProducer;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -225,6 +226,9 @@ impl Stage {
                         open = self
                             .finish_while_planning(transaction, &mut refused, &mut partition_handlers)
                             .await?;
+                        // The next commit is an interval after this one, not
+                        // at the tick this transaction would have had.
+                        ticker.reset();
                     }
                 }
             }
@@ -496,10 +500,25 @@ impl Stage {
             cut_short,
             messages,
         } = transaction;
-        let failed = cut_short || !refused_at_once.is_empty();
+        let mut failed = cut_short || !refused_at_once.is_empty();
         for (position, reason) in refused_at_once {
             refused.entry(position).or_insert(reason);
         }
+        // Every output is acknowledged before the offsets are sent. Sending
+        // them while the outputs were still in flight made most commits
+        // wait about 100 ms more (BENCHMARKS.md section 10).
+        for ((partition, offset), delivery) in deliveries {
+            let Some(err) = delivery_error(delivery.await) else {
+                continue;
+            };
+            failed = true;
+            if err.rdkafka_error_code().is_some_and(refused_for_good) {
+                refused
+                    .entry((partition, offset))
+                    .or_insert(err.to_string());
+            }
+        }
+        let delivered = started.elapsed();
         if !failed {
             let mut offsets = TopicPartitionList::new();
             for (&partition, &offset) in &last {
@@ -509,14 +528,12 @@ impl Stage {
                     Offset::Offset(offset + 1),
                 )?;
             }
-            // The commit flushes the outputs itself, without waiting for
-            // `linger.ms`, and fails when the broker refused any of them: the
-            // deliveries are read only after an abort, for their reasons.
             match self.commit(&offsets) {
                 Ok(()) => {
                     tracing::debug!(
                         stage,
                         messages,
+                        delivered_ms = delivered.as_secs_f64() * 1e3,
                         committed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "transaction committed"
                     );
@@ -548,17 +565,6 @@ impl Stage {
         let producer = &self.producer;
         tokio::task::block_in_place(|| producer.abort_transaction(TRANSACTION_TIMEOUT))
             .with_context(|| format!("stage `{stage}`: aborting a transaction"))?;
-        // Every delivery has its answer now: the abort purges what was not
-        // sent. An output refused for good marks its input.
-        for ((partition, offset), delivery) in deliveries {
-            if let Some(err) = delivery_error(delivery.await)
-                && err.rdkafka_error_code().is_some_and(refused_for_good)
-            {
-                refused
-                    .entry((partition, offset))
-                    .or_insert(err.to_string());
-            }
-        }
         if let Some(state) = &self.state {
             state.abort();
         }
@@ -596,10 +602,28 @@ impl Stage {
             retrying(|| {
                 producer.send_offsets_to_transaction(offsets, &metadata, TRANSACTION_TIMEOUT)
             })?;
+            until_outputs_released(producer);
             retrying(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
         })
     }
 }
+
+/// Waits (briefly) until the producer no longer counts any output of the
+/// transaction, all of which are acknowledged by now. rdkafka's
+/// `commit_transaction` flushes first, and while librdkafka still counts a
+/// message whose delivery report the polling thread has handled but not
+/// yet released, that flush waits up to 100 ms on the event queue for a
+/// report the polling thread takes: one commit in twelve waited so
+/// (BENCHMARKS.md section 10). Released, the flush returns at once.
+fn until_outputs_released(producer: &HostProducer) {
+    let started = std::time::Instant::now();
+    while producer.flush(Duration::ZERO).is_err() && started.elapsed() < RELEASE_WAIT {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// How long [`until_outputs_released`] waits before committing anyway.
+const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 /// Runs a transaction call again while it fails with a retriable error, up
 /// to [`COMMIT_ATTEMPTS`] times. Blocking: the transaction calls are.
